@@ -1,0 +1,106 @@
+"""Prometheus instruments, on a registry of their own (injected, so tests get a fresh one).
+
+The state gauges are exported by a collector reading the live state, so every label value of every
+state is always present (pre-initialised) and never stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from synch import __version__
+from synch.states import Monitor, Service, SyncState
+
+PROBE_RESULTS = ("success", "failure", "error")
+SYNC_RESULTS = ("applied", "unchanged", "skipped", "guarded", "failed")
+DNS_ANSWERS = ("local", "nodata", "nxdomain", "forwarded", "servfail", "refused", "formerr")
+
+# Probes and AMI round trips on a LAN/WAN: milliseconds to the timeout (seconds).
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_SYNC_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+StateReader = Callable[[], tuple[Monitor, SyncState, Service]]
+
+
+class _StateCollector(Collector):
+    def __init__(self, read: StateReader):
+        self._read = read
+
+    def collect(self) -> Iterable[Metric]:
+        monitor, sync, service = self._read()
+        for name, doc, enum, current in (
+            ("synch_monitor_state", "Central PBX health as judged by the probes.", Monitor, monitor),
+            ("synch_sync_state", "Account synchronisation state.", SyncState, sync),
+            ("synch_service_state", "Where DNS sends the phones: Normal=central.", Service, service),
+        ):
+            family = GaugeMetricFamily(name, doc, labels=["state"])
+            for member in enum:
+                family.add_metric([member.value], 1.0 if member == current else 0.0)
+            yield family
+
+
+class Metrics:
+    """Every instrument synch exports. One instance per daemon (or per test)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.build_info = Gauge(
+            "synch_build_info", "synch version; always 1.", ["version"], registry=r
+        )
+        self.build_info.labels(version=__version__).set(1)
+        self.probes = Counter(
+            "synch_probes", "Probes of the central PBX by result.", ["result"], registry=r
+        )
+        self.probe_duration = Histogram(
+            "synch_probe_duration_seconds",
+            "Time a probe (connect, login, Ping) took.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.failovers = Counter(
+            "synch_failovers", "Times the service switched to Failover.", registry=r
+        )
+        self.fallbacks = Counter(
+            "synch_fallbacks", "Times the service switched back to Normal.", registry=r
+        )
+        self.sync_runs = Counter(
+            "synch_sync_runs", "Sync cycles by result.", ["result"], registry=r
+        )
+        self.sync_duration = Histogram(
+            "synch_sync_duration_seconds",
+            "Time a sync cycle took.",
+            buckets=_SYNC_BUCKETS,
+            registry=r,
+        )
+        self.last_sync_success = Gauge(
+            "synch_last_sync_success_timestamp_seconds",
+            "Unix time of the last sync cycle that ended Synced (0: never).",
+            registry=r,
+        )
+        self.synced_accounts = Gauge(
+            "synch_synced_accounts", "Accounts in the branch's synced file.", registry=r
+        )
+        self.dns_queries = Counter(
+            "synch_dns_queries", "DNS queries by how they were answered.", ["answer"], registry=r
+        )
+        self.dns_forward_duration = Histogram(
+            "synch_dns_forward_duration_seconds",
+            "Time to get an answer from the upstream forwarders (including SERVFAIL).",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        for result in PROBE_RESULTS:
+            self.probes.labels(result=result)
+        for result in SYNC_RESULTS:
+            self.sync_runs.labels(result=result)
+        for answer in DNS_ANSWERS:
+            self.dns_queries.labels(answer=answer)
+
+    def watch_states(self, read: StateReader) -> None:
+        """Export the three state gauges from `read()` at every scrape."""
+        self.registry.register(_StateCollector(read))
