@@ -2,21 +2,59 @@
 
 The dataclasses below are the interface every other module uses. Field names are the lowercase
 key names of the file (the file's keys are case-insensitive).
+
+Reading rules, chosen so that a file that worked with the original Synch v1.0b keeps working:
+
+- JSON with `//` and `/* */` comments (a `//` inside a string is text, not a comment).
+- Trailing commas (`{"a": 1,}`) are accepted silently: the original's JSON reader accepted
+  them, their meaning is unambiguous, and refusing them would break working files.
+- An invalid JSON escape `\\X` (X not one of ``"\\/bfnrtu``) is kept as the two characters
+  backslash + X, with a warning naming the key. The original README's filter examples
+  (``"^192\\.168\\.0..."``, ``"^from\\-internal..."``) are written that way, and a regex
+  author means exactly backslash + X; no valid JSON text changes meaning under this rule.
+- Section and key names are case-insensitive; the same key twice (in any case) is an error,
+  as it was for the original.
+- `null` means "not set": the default applies (required keys are then reported missing).
+- Numbers written as strings (`"port": "5038"`) and booleans written as strings
+  (`"tls": "true"`) are accepted without a warning, and an integer where text is expected
+  (`"password": 1234`) is taken as its digits: the original read every value as text and
+  converted it, so existing files may hold either form. Anything else of the wrong type
+  (an object for a port, `true` for a password, `5.5` for a count) is an error.
+- Every problem is collected and reported at once, each named by its `section.key`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+import ipaddress
+import logging
+import math
+import os
+import re
+import stat
+from bisect import bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Literal, NamedTuple, NoReturn, TypeVar
+
+log = logging.getLogger("synch.config")
+_T = TypeVar("_T")
 
 DEFAULT_CONFIG_PATH = "/etc/synch/appsettings.json"
 DEFAULT_METRICS_PORT = 9386
+CONFIG_ENV = "SYNCH_CONFIG"
 
 
 class ConfigError(Exception):
-    """Raised with every problem found; `problems` holds ("section.key", message) pairs."""
+    """Raised with every problem found; `problems` holds ("section.key", message) pairs.
 
-    def __init__(self, problems: list[tuple[str, str]]):
+    For problems with the file itself (missing, unreadable, not JSON) the key is the file name,
+    with `:line:column` for a syntax error. `warnings` holds what was accepted but looked wrong.
+    """
+
+    def __init__(self, problems: list[tuple[str, str]], warnings: tuple[str, ...] = ()):
         self.problems = problems
+        self.warnings = warnings
         super().__init__("; ".join(f"{key}: {msg}" for key, msg in problems))
 
 
@@ -65,7 +103,8 @@ class SyncManagerSettings:
     mode: str = "sip"  # sip | pjsip
     localfilename: str = "sip_synch.conf"  # by mode: sip_synch.conf / pjsip_synch.conf
     maxremovepercent: float = 50.0
-    fullcheckevery: int = 12  # a full GetConfig at least every N cycles even if CoreStatus is unchanged
+    # a full GetConfig at least every N cycles even if CoreStatus is unchanged
+    fullcheckevery: int = 12
 
 
 @dataclass(frozen=True)
@@ -117,6 +156,8 @@ class Settings:
     servicecontrol: ServiceControlSettings = field(default_factory=ServiceControlSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     source: str = ""  # path the settings were read from
+    # What was accepted but looked wrong (already logged once by parse_settings).
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def probe_timeout(self) -> float:
@@ -124,11 +165,1017 @@ class Settings:
         return min(self.amiremote.timeout, self.probemonitor.interval)
 
 
-def load_settings(path: str) -> Settings:
-    """Read and validate a file; raises ConfigError listing every problem."""
-    raise NotImplementedError
+# --------------------------------------------------------------------------------------------
+# Limits and vocabularies
+
+LOG_LEVELS = ("trace", "debug", "information", "warning", "error", "critical")
+MODES = ("sip", "pjsip")
+LOCAL_FILENAMES = {"sip": "sip_synch.conf", "pjsip": "pjsip_synch.conf"}
+STATES = ("Normal", "Failover")
+DEFAULT_TLS_AMI_PORT = 5039  # Asterisk's tlsbindport default
+MAX_SECONDS = 7 * 86400.0  # beyond a week an interval or timeout is a typo, not a wish
+MAX_DNS_TIME = 2**31 - 1  # RFC 2181: TTLs and SOA timers are 31-bit
+MAX_COUNT = 1_000_000
+MAX_TOKEN_BYTES = 200  # the status socket reads at most 256 bytes per request
+MAX_DEPTH = 32  # nesting deeper than this is junk, not settings
+MAX_NUMBER_CHARS = 64
+
+_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
+_DNS_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\Z")
+_INTEGER_TEXT = re.compile(r"\s*[+-]?\d{1,18}\s*\Z")
+_NUMBER_TEXT = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*\Z")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+# --------------------------------------------------------------------------------------------
+# JSON with comments: a small parser that keeps line numbers, so that every problem can say
+# where it is, and that implements the leniencies described in the module docstring.
+
+Kind = Literal["object", "array", "string", "number", "bool", "null"]
+
+
+class _Member(NamedTuple):
+    name: str
+    line: int
+    node: _Node
+
+
+@dataclass
+class _Node:
+    kind: Kind
+    line: int
+    scalar: str | int | float | bool | None = None
+    raw: str = ""  # a number's source text
+    members: list[_Member] = field(default_factory=list)
+    elements: list[_Node] = field(default_factory=list)
+    bad_escapes: list[str] = field(default_factory=list)
+
+
+class _JsonSyntaxError(Exception):
+    def __init__(self, pos: int, message: str):
+        super().__init__(message)
+        self.pos = pos
+        self.message = message
+
+
+_STRING_CHUNK = re.compile(r'[^"\\\x00-\x1f]*')
+_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+class _Parser:
+    def __init__(self, text: str):
+        self.s = text
+        self.i = 0
+        self._line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
+
+    def line_col(self, pos: int) -> tuple[int, int]:
+        line = bisect_right(self._line_starts, pos)
+        return line, pos - self._line_starts[line - 1] + 1
+
+    def fail(self, message: str, pos: int | None = None) -> NoReturn:
+        raise _JsonSyntaxError(self.i if pos is None else pos, message)
+
+    def document(self) -> _Node:
+        self.skip()
+        if self.i >= len(self.s):
+            self.fail("the file is empty: expected a JSON object")
+        if self.s[self.i] != "{":
+            self.fail("expected '{': the settings are one JSON object")
+        root = self.value(0)
+        self.skip()
+        if self.i < len(self.s):
+            self.fail("unexpected text after the closing '}'")
+        return root
+
+    def skip(self) -> None:
+        """Skip whitespace and comments."""
+        s = self.s
+        while self.i < len(s):
+            c = s[self.i]
+            if c in " \t\r\n":
+                self.i += 1
+            elif s.startswith("//", self.i):
+                end = s.find("\n", self.i)
+                self.i = len(s) if end < 0 else end + 1
+            elif s.startswith("/*", self.i):
+                end = s.find("*/", self.i + 2)
+                if end < 0:
+                    self.fail("unterminated /* comment")
+                self.i = end + 2
+            elif c == "/":
+                self.fail("unexpected '/': comments are // or /* */")
+            else:
+                return
+
+    def value(self, depth: int) -> _Node:
+        self.skip()
+        if self.i >= len(self.s):
+            self.fail("unexpected end of file: expected a value")
+        c = self.s[self.i]
+        if c == "{":
+            return self.obj(depth + 1)
+        if c == "[":
+            return self.array(depth + 1)
+        if c == '"':
+            return self.string()
+        if c == "-" or c.isdigit():
+            return self.number()
+        return self.literal()
+
+    def obj(self, depth: int) -> _Node:
+        if depth > MAX_DEPTH:
+            self.fail(f"nested more than {MAX_DEPTH} levels deep")
+        node = _Node("object", self.line_col(self.i)[0])
+        self.i += 1
+        while True:
+            self.skip()
+            if self.i < len(self.s) and self.s[self.i] == "}":
+                self.i += 1
+                return node
+            self.expect_key()
+            line = self.line_col(self.i)[0]
+            key = self.string()
+            self.skip()
+            if not self.s.startswith(":", self.i):
+                self.fail(f"expected ':' after the key \"{key.scalar}\"")
+            self.i += 1
+            node.members.append(_Member(str(key.scalar), line, self.value(depth)))
+            if not self.separator("}"):
+                return node
+
+    def array(self, depth: int) -> _Node:
+        if depth > MAX_DEPTH:
+            self.fail(f"nested more than {MAX_DEPTH} levels deep")
+        node = _Node("array", self.line_col(self.i)[0])
+        self.i += 1
+        while True:
+            self.skip()
+            if self.i < len(self.s) and self.s[self.i] == "]":
+                self.i += 1
+                return node
+            node.elements.append(self.value(depth))
+            if not self.separator("]"):
+                return node
+
+    def separator(self, closer: str) -> bool:
+        """After an item: ',' → True (more may follow), closer → False (consumed)."""
+        self.skip()
+        if self.s.startswith(",", self.i):
+            self.i += 1
+            return True
+        if self.s.startswith(closer, self.i):
+            self.i += 1
+            return False
+        if self.i >= len(self.s):
+            self.fail(f"unexpected end of file: expected ',' or '{closer}'")
+        self.fail(f"expected ',' or '{closer}' (a comma missing at the end of the previous value?)")
+
+    def expect_key(self) -> None:
+        if self.i >= len(self.s):
+            self.fail("unexpected end of file: expected a key or '}'")
+        c = self.s[self.i]
+        if c == '"':
+            return
+        if c == "'":
+            self.fail("keys and strings need double quotes, not single quotes")
+        if _WORD.match(self.s, self.i):
+            self.fail("key names need double quotes")
+        self.fail(f"expected a \"key\" or '}}', found {c!r}")
+
+    def string(self) -> _Node:
+        start = self.i
+        line = self.line_col(start)[0]
+        s = self.s
+        parts: list[str] = []
+        bad: list[str] = []
+        self.i += 1
+        while True:
+            m = _STRING_CHUNK.match(s, self.i)
+            assert m is not None  # the pattern matches the empty string
+            parts.append(m.group())
+            self.i = m.end()
+            if self.i >= len(s):
+                self.fail("unterminated string", start)
+            c = s[self.i]
+            if c == '"':
+                self.i += 1
+                node = _Node("string", line, scalar="".join(parts))
+                node.bad_escapes = bad
+                return node
+            if c == "\\":
+                parts.append(self.escape(start, bad))
+                continue
+            if c in "\r\n":
+                self.fail("unterminated string (a string cannot span lines)", start)
+            self.fail(f"control character U+{ord(c):04X} inside a string: write it as an escape")
+
+    def escape(self, start: int, bad: list[str]) -> str:
+        s = self.s
+        if self.i + 1 >= len(s):
+            self.fail("unterminated string", start)
+        c = s[self.i + 1]
+        if c in _ESCAPES:
+            self.i += 2
+            return _ESCAPES[c]
+        if c == "u":
+            return self.unicode_escape()
+        if _CONTROL.match(c):
+            self.fail("unterminated string (a backslash at the end of a line?)", start)
+        # Lenient: an invalid escape is kept verbatim; the caller warns with the key's name.
+        self.i += 2
+        bad.append("\\" + c)
+        return "\\" + c
+
+    def unicode_escape(self) -> str:
+        code = self.hex4(self.i + 2)
+        self.i += 6
+        if 0xD800 <= code <= 0xDBFF and self.s.startswith("\\u", self.i):
+            low = self.hex4(self.i + 2)
+            if 0xDC00 <= low <= 0xDFFF:
+                self.i += 6
+                return chr(0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00))
+        if 0xD800 <= code <= 0xDFFF:
+            self.fail("\\u escape of an unpaired surrogate", self.i - 6)
+        return chr(code)
+
+    def hex4(self, pos: int) -> int:
+        digits = self.s[pos : pos + 4]
+        if len(digits) != 4 or any(d not in "0123456789abcdefABCDEF" for d in digits):
+            self.fail("\\u must be followed by four hex digits", pos - 2)
+        return int(digits, 16)
+
+    def number(self) -> _Node:
+        m = _NUMBER.match(self.s, self.i)
+        end = m.end() if m else self.i
+        if m is None or m.group() in ("", "-") or (
+            end < len(self.s) and (self.s[end].isalnum() or self.s[end] in "._")
+        ):
+            self.fail("invalid number")
+        raw = m.group()
+        if len(raw) > MAX_NUMBER_CHARS:
+            self.fail("number too long")
+        node = _Node("number", self.line_col(self.i)[0], raw=raw)
+        node.scalar = float(raw) if any(c in raw for c in ".eE") else int(raw)
+        self.i = end
+        return node
+
+    def literal(self) -> _Node:
+        m = _WORD.match(self.s, self.i)
+        line = self.line_col(self.i)[0]
+        word = m.group() if m else ""
+        if word in ("true", "false"):
+            self.i += len(word)
+            return _Node("bool", line, scalar=word == "true")
+        if word == "null":
+            self.i += 4
+            return _Node("null", line)
+        if self.s[self.i] == "'":
+            self.fail("strings need double quotes, not single quotes")
+        if word:
+            self.fail(f"unexpected word {word!r}: text needs double quotes; "
+                      "literals are true, false and null (lowercase)")
+        self.fail(f"unexpected character {self.s[self.i]!r}: expected a value")
+
+
+def _parse_jsonc(text: str, source: str) -> _Node:
+    parser = _Parser(text)
+    try:
+        return parser.document()
+    except _JsonSyntaxError as err:
+        line, col = parser.line_col(err.pos)
+        raise ConfigError([(f"{source}:{line}:{col}", f"invalid JSON: {err.message}")]) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Reading values: each section reader records which keys it knows, converts with the
+# leniencies above, and collects problems instead of stopping at the first one.
+
+
+class _Context:
+    def __init__(self) -> None:
+        self.problems: list[tuple[str, str]] = []
+        self.warnings: list[str] = []
+        self.sections: list[_Section] = []
+
+    def known_keys(self) -> dict[str, set[str]]:
+        return {sec.name: sec.known for sec in self.sections}
+
+
+def _where(node: _Node | None) -> str:
+    return f" (line {node.line})" if node is not None else ""
+
+
+def _describe(node: _Node) -> str:
+    if node.kind == "string":
+        text = str(node.scalar)
+        return f'"{text[:40]}..."' if len(text) > 40 else f'"{text}"'
+    if node.kind == "number":
+        return node.raw
+    if node.kind == "bool":
+        return "true" if node.scalar else "false"
+    return {"object": "an object", "array": "a list", "null": "null"}[node.kind]
+
+
+class _Section:
+    def __init__(self, ctx: _Context, name: str, node: _Node | None):
+        self.ctx = ctx
+        self.name = name
+        self.known: set[str] = set()
+        self.entries: dict[str, _Member] = {}
+        ctx.sections.append(self)
+        for member in node.members if node is not None else ():
+            key = member.name.lower()
+            if key in self.entries:
+                first = self.entries[key].line
+                self.problem(key, f"duplicate key (also on line {first}; keys are "
+                                  "case-insensitive)", member.node)
+            else:
+                self.entries[key] = member
+
+    def problem(self, key: str, message: str, node: _Node | None = None) -> None:
+        self.ctx.problems.append((f"{self.name}.{key}", message + _where(node)))
+
+    def warn(self, key: str, message: str, node: _Node | None = None) -> None:
+        self.ctx.warnings.append(f"{self.name}.{key}: {message}{_where(node)}")
+
+    def get(self, key: str) -> _Node | None:
+        """The value of `key`, or None if absent or null (null means "not set")."""
+        self.known.add(key)
+        member = self.entries.get(key)
+        if member is None or member.node.kind == "null":
+            return None
+        return member.node
+
+    def has(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def missing(self, key: str, why: str = "") -> None:
+        self.problem(key, "is required" + (f": {why}" if why else ""))
+
+    # -- typed readers: on any problem they record it and return the default ----------------
+
+    def given(self, key: str, *, required: bool = False, nonempty: bool = False,
+              why: str = "") -> tuple[str, _Node] | None:
+        """The text of `key` and its node; None if absent or already reported as wrong.
+
+        `required`: must be present and not empty; `nonempty`: may be absent, not empty.
+        """
+        node = self.get(key)
+        if node is None:
+            if required:
+                self.missing(key, why)
+            return None
+        value = self.text_of(key, node)
+        if value is None:
+            return None
+        if (required or nonempty) and not value:
+            self.problem(key, "must not be empty" + (f": {why}" if why else ""), node)
+            return None
+        return value, node
+
+    def text(self, key: str, default: str, *, required: bool = False, nonempty: bool = False,
+             why: str = "") -> str:
+        got = self.given(key, required=required, nonempty=nonempty, why=why)
+        return default if got is None else got[0]
+
+    def text_of(self, key: str, node: _Node) -> str | None:
+        if node.kind == "string":
+            if node.bad_escapes:
+                escapes = ", ".join(dict.fromkeys(node.bad_escapes))
+                doubled = ", ".join("\\" + e for e in dict.fromkeys(node.bad_escapes))
+                self.warn(key, f"invalid JSON escape {escapes} kept as written; "
+                               f"write {doubled} to make the file valid JSON", node)
+            return str(node.scalar)
+        if node.kind == "number" and isinstance(node.scalar, int):
+            return node.raw
+        self.problem(key, f"must be text in double quotes, got {_describe(node)}", node)
+        return None
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        node = self.get(key)
+        if node is None:
+            return default
+        value: int | None = None
+        if node.kind == "number":
+            number = node.scalar
+            if isinstance(number, int):
+                value = number
+            elif isinstance(number, float) and number.is_integer():
+                value = int(number)
+        elif node.kind == "string" and _INTEGER_TEXT.match(str(node.scalar)):
+            value = int(str(node.scalar))
+        if value is None:
+            self.problem(key, f"must be a whole number, got {_describe(node)}", node)
+            return default
+        return self.in_range(key, value, default, low, high, node)
+
+    def in_range(self, key: str, value: int, default: int, low: int, high: int,
+                 node: _Node) -> int:
+        if low <= value <= high:
+            return value
+        self.problem(key, f"must be from {low} to {high}, got {value}", node)
+        return default
+
+    def real(self, key: str, default: float, *, low: float, high: float,
+             low_inclusive: bool = False) -> float:
+        node = self.get(key)
+        if node is None:
+            return default
+        value: float | None = None
+        if node.kind == "number" and isinstance(node.scalar, int | float):
+            value = float(node.scalar)
+        elif node.kind == "string" and _NUMBER_TEXT.match(str(node.scalar)):
+            value = float(str(node.scalar))
+        if value is None or not math.isfinite(value):
+            self.problem(key, f"must be a number, got {_describe(node)}", node)
+            return default
+        too_low = value < low if low_inclusive else value <= low
+        if too_low or value > high:
+            bound = f"at least {low:g}" if low_inclusive else f"more than {low:g}"
+            self.problem(key, f"must be {bound} and at most {high:g}, got {value:g}", node)
+            return default
+        return value
+
+    def seconds(self, key: str, default: float) -> float:
+        return self.real(key, default, low=0.0, high=MAX_SECONDS)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        node = self.get(key)
+        if node is None:
+            return default
+        if node.kind == "bool":
+            return bool(node.scalar)
+        if node.kind == "string" and str(node.scalar).strip().lower() in ("true", "false"):
+            return str(node.scalar).strip().lower() == "true"
+        self.problem(key, f"must be true or false, got {_describe(node)}", node)
+        return default
+
+    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+        """A case-insensitive choice, returned in the spelling of `choices`."""
+        node = self.get(key)
+        if node is None:
+            return default
+        value = self.text_of(key, node)
+        if value is None:
+            return default
+        for choice in choices:
+            if value.strip().lower() == choice.lower():
+                return choice
+        self.problem(key, f"must be one of {', '.join(choices)}, got {_describe(node)}", node)
+        return default
+
+    def port(self, key: str, default: int) -> int:
+        return self.integer(key, default, 1, 65535)
+
+    def ip(self, key: str, default: str, *, version: int | None = None,
+           required: bool = False, why: str = "") -> str:
+        got = self.given(key, required=required, why=why)
+        if got is None:
+            return default
+        value, node = got
+        address = _ip_literal(value)
+        if address is None or (version is not None and address.version != version):
+            kind = {None: "an IP address", 4: "an IPv4 address", 6: "an IPv6 address"}[version]
+            self.problem(key, f"must be {kind}{why and f' ({why})'}, got {_describe(node)}", node)
+            return default
+        return str(address)
+
+    def host(self, key: str, default: str, *, required: bool = False) -> str:
+        got = self.given(key, required=required)
+        if got is None:
+            return default
+        value, node = got
+        address = _ip_literal(value)
+        if address is not None:
+            return str(address)
+        reason = _hostname_problem(value.strip())
+        if reason:
+            self.problem(key, f"must be an IP address or a host name: {reason}", node)
+            return default
+        return value.strip().rstrip(".")
+
+    def report_unknown(self) -> None:
+        others = {s.name: s.known for s in self.ctx.sections if s is not self}
+        for key, member in self.entries.items():
+            if key not in self.known:
+                self.problem(key, "unknown key" + _suggest(key, self.known, others), member.node)
+
+
+def _suggest(key: str, known: set[str], others: dict[str, set[str]]) -> str:
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean \"{close[0]}\"?"
+    homes = [f"{name}.{key}" for name, keys in others.items() if key in keys]
+    if homes:
+        return f"; it belongs in another section: {' or '.join(homes)}"
+    if known:
+        return f"; known keys here: {', '.join(sorted(known))}"
+    return ""
+
+
+def _ip_literal(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(value.strip())
+    except ValueError:
+        return None
+
+
+def _hostname_problem(name: str) -> str | None:
+    """Why `name` is not a valid host name (RFC 1123), or None if it is one."""
+    if not name or len(name.rstrip(".")) > 253:
+        return "empty" if not name else "longer than 253 characters"
+    labels = name.rstrip(".").split(".")
+    for label in labels:
+        if not _HOST_LABEL.match(label):
+            return f"{label!r} is not a valid name part (letters, digits, '-'; 1 to 63)"
+    if labels[-1].isdigit():
+        return "looks like an IP address but is not one"
+    return None
+
+
+def _dns_name_problem(name: str) -> str | None:
+    """Why `name` is not a valid DNS name for a zone or record, or None if it is one."""
+    bare = name.rstrip(".") if name != "." else ""
+    if not bare:
+        return "empty"
+    if len(bare) > 253:
+        return "longer than 253 characters"
+    for label in bare.split("."):
+        if not _DNS_LABEL.match(label):
+            return f"{label!r} is not a valid DNS label (letters, digits, '-', '_'; 1 to 63)"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+
+
+def _loglevel(sec: _Section) -> LogLevel:
+    return LogLevel(default=sec.choice("default", LogLevel.default, LOG_LEVELS))
+
+
+def _probemonitor(sec: _Section) -> ProbeMonitorSettings:
+    d = ProbeMonitorSettings()
+    return ProbeMonitorSettings(
+        failuretolerance=sec.integer("failuretolerance", d.failuretolerance, 1, MAX_COUNT),
+        alivethreshold=sec.integer("alivethreshold", d.alivethreshold, 1, MAX_COUNT),
+        errorpenaltypoints=sec.integer("errorpenaltypoints", d.errorpenaltypoints, 0, MAX_COUNT),
+        interval=sec.seconds("interval", d.interval),
+    )
+
+
+def _ami(sec: _Section, *, remote: bool) -> AmiSettings:
+    d = AmiSettings()
+    if remote:
+        hostname = sec.host("hostname", "", required=True)
+    else:
+        hostname = sec.host("hostname", d.hostname)
+    tls = sec.boolean("tls", d.tls)
+    # With TLS and no port given, Asterisk's TLS port is the one that answers.
+    port = sec.port("port", DEFAULT_TLS_AMI_PORT if tls else d.port)
+    username = sec.text("username", d.username, nonempty=True, why="the AMI user")
+    if _CONTROL.search(username):
+        sec.problem("username", "must not contain control characters", sec.get("username"))
+    password = sec.text("password", d.password, required=True,
+                        why="the AMI secret of that user in manager.conf")
+    return AmiSettings(
+        hostname=hostname,
+        port=port,
+        username=username,
+        password=password,
+        timeout=sec.seconds("timeout", d.timeout),
+        tls=tls,
+        cafile=_cafile(sec, tls),
+    )
+
+
+def _cafile(sec: _Section, tls: bool) -> str | None:
+    got = sec.given("cafile")
+    if got is None or not got[0]:  # "" means "not set", like null
+        return None
+    value, node = got
+    if _CONTROL.search(value) or not os.path.isfile(value):
+        sec.problem("cafile", f"no such file: {_describe(node)}", node)
+        return None
+    if not os.access(value, os.R_OK):
+        sec.problem("cafile", f"cannot be read: {_describe(node)}", node)
+        return None
+    if not tls:
+        sec.warn("cafile", "ignored because tls is false", node)
+    return value
+
+
+def _syncmanager(sec: _Section) -> SyncManagerSettings:
+    d = SyncManagerSettings()
+    _workdirectory(sec)
+    mode = sec.choice("mode", d.mode, MODES)
+    return SyncManagerSettings(
+        remotefilename=_remote_filename(sec, d.remotefilename),
+        interval=sec.seconds("interval", d.interval),
+        filterkey=_filter_key(sec, d.filterkey),
+        filtervalue=_filter_value(sec, d.filtervalue),
+        localconfigspath=_configs_path(sec, d.localconfigspath),
+        mode=mode,
+        localfilename=_local_filename(sec, LOCAL_FILENAMES[mode]),
+        maxremovepercent=sec.real("maxremovepercent", d.maxremovepercent, low=0.0, high=100.0,
+                                  low_inclusive=True),
+        fullcheckevery=sec.integer("fullcheckevery", d.fullcheckevery, 1, MAX_COUNT),
+    )
+
+
+def _workdirectory(sec: _Section) -> None:
+    """The original's `workdirectory` (its copy of the synced file) is accepted and ignored."""
+    node = sec.get("workdirectory")
+    if node is not None:
+        sec.warn("workdirectory", "ignored: the history of the synced files is now a git "
+                                  "repository in localconfigspath", node)
+
+
+def _remote_filename(sec: _Section, default: str) -> str:
+    value = sec.text("remotefilename", default, nonempty=True)
+    if _CONTROL.search(value):
+        sec.problem("remotefilename", "must not contain control characters",
+                    sec.get("remotefilename"))
+        return default
+    return value
+
+
+def _filter_key(sec: _Section, default: str) -> str:
+    got = sec.given("filterkey", nonempty=True)
+    if got is None:
+        return default
+    value, node = got
+    if re.search(r"[\s=\x00-\x1f\x7f]", value):
+        sec.problem("filterkey", "must be one Asterisk key name (no spaces, '=' or control "
+                                 f"characters), got {_describe(node)}", node)
+        return default
+    return value
+
+
+def _filter_value(sec: _Section, default: str) -> str:
+    got = sec.given("filtervalue")
+    if got is None:
+        return default
+    value, node = got
+    if "\b" in value:
+        sec.problem("filtervalue", 'holds a backspace (JSON "\\b"); for a regex word boundary '
+                                   'write "\\\\b"', node)
+        return default
+    if _CONTROL.search(value):
+        sec.problem("filtervalue", "must not contain control characters (tab, newline...)", node)
+        return default
+    try:
+        re.compile(value)
+    except re.error as err:
+        sec.problem("filtervalue", f"invalid regular expression: {err}", node)
+        return default
+    except (RecursionError, OverflowError, ValueError) as err:
+        sec.problem("filtervalue", f"invalid regular expression: {err}", node)
+        return default
+    return value
+
+
+def _configs_path(sec: _Section, default: str) -> str:
+    got = sec.given("localconfigspath", nonempty=True)
+    if got is None:
+        return default
+    value, node = got
+    if not value.startswith("/") or _CONTROL.search(value):
+        sec.problem("localconfigspath", f"must be an absolute directory path, got "
+                                        f"{_describe(node)}", node)
+        return default
+    return value if value.endswith("/") else value + "/"
+
+
+def _local_filename(sec: _Section, default: str) -> str:
+    got = sec.given("localfilename", nonempty=True)
+    if got is None:
+        return default
+    value, node = got
+    if "/" in value or value.startswith(".") or _CONTROL.search(value) or value != value.strip():
+        sec.problem("localfilename", "must be a plain file name inside localconfigspath (no "
+                                     f"'/', not starting with '.'), got {_describe(node)}", node)
+        return default
+    return value
+
+
+def _dnsservice(sec: _Section) -> DnsSettings:
+    d = DnsSettings()
+    before = len(sec.ctx.problems)
+    listen = sec.ip("listenaddress", d.listenaddress)
+    port = sec.port("port", d.port)
+    # A refused listen address or port stands in as its default: no loop check against it.
+    own = Endpoint(listen, port) if len(sec.ctx.problems) == before else None
+    return DnsSettings(
+        listenaddress=listen,
+        port=port,
+        domain=_dns_name(sec, "domain", d.domain),
+        record=_dns_name(sec, "record", d.record),
+        recordttl=sec.integer("recordttl", d.recordttl, 0, MAX_DNS_TIME),
+        targetnormal=sec.ip("targetnormal", "", version=4, required=True,
+                            why="the central PBX's address, served as an A record"),
+        targetfailover=sec.ip("targetfailover", "", version=4, required=True,
+                              why="the branch Asterisk's address, served as an A record"),
+        forwarders=_forwarders(sec, own),
+        forwardtimeout=sec.seconds("forwardtimeout", d.forwardtimeout),
+        refreshinterval=sec.integer("refreshinterval", d.refreshinterval, 1, MAX_DNS_TIME),
+        retryinterval=sec.integer("retryinterval", d.retryinterval, 1, MAX_DNS_TIME),
+        expireinterval=sec.integer("expireinterval", d.expireinterval, 1, MAX_DNS_TIME),
+        minttl=sec.integer("minttl", d.minttl, 0, MAX_DNS_TIME),
+        ttl=sec.integer("ttl", d.ttl, 0, MAX_DNS_TIME),
+        defaultstate=sec.choice("defaultstate", d.defaultstate, STATES),
+    )
+
+
+def _dns_name(sec: _Section, key: str, default: str) -> str:
+    got = sec.given(key, nonempty=True)
+    if got is None:
+        return default
+    value, node = got
+    reason = _dns_name_problem(value.strip())
+    if reason:
+        sec.problem(key, f"must be a DNS name: {reason}", node)
+        return default
+    return value.strip().rstrip(".").lower()
+
+
+def _forwarders(sec: _Section, listen: Endpoint | None) -> tuple[Endpoint, ...]:
+    """`forwarder` (the original's single key) first, then `forwarders`; duplicates dropped."""
+    entries: list[tuple[str, _Node]] = []
+    single = sec.get("forwarder")
+    if single is not None:
+        entries.append(("forwarder", single))
+    many = sec.get("forwarders")
+    if many is not None:
+        if many.kind == "array":
+            entries += [(f"forwarders[{n}]", node) for n, node in enumerate(many.elements)]
+        else:  # a lone "ADDRESS" where a list was expected means a list of one
+            entries.append(("forwarders", many))
+    result: list[Endpoint] = []
+    for key, node in entries:
+        endpoint = _forwarder(sec, key, node)
+        if endpoint is None or endpoint in result:
+            continue
+        if listen is not None and endpoint == listen:
+            sec.problem(key, f"{endpoint} is this DNS service itself: queries would loop", node)
+            continue
+        if listen is not None and _maybe_loops(endpoint, listen):
+            sec.warn(key, f"{endpoint} is probably this DNS service itself (it listens on "
+                          f"{listen}): queries would loop", node)
+        result.append(endpoint)
+    if not entries:
+        sec.problem("forwarders", "at least one upstream DNS resolver is required (forwarder "
+                                  "or forwarders: [\"ADDRESS\", \"ADDRESS:PORT\"])")
+    return tuple(result)
+
+
+def _forwarder(sec: _Section, key: str, node: _Node) -> Endpoint | None:
+    if node.kind != "string":
+        sec.problem(key, f"must be \"ADDRESS\" or \"ADDRESS:PORT\" in double quotes, got "
+                         f"{_describe(node)}", node)
+        return None
+    text = sec.text_of(key, node) or ""
+    endpoint = parse_endpoint(text, default_port=53)
+    if endpoint is None:
+        sec.problem(key, "must be an IP address, ADDRESS:PORT or [IPv6]:PORT with a port from "
+                         f"1 to 65535, got {_describe(node)}", node)
+    return endpoint
+
+
+def parse_endpoint(text: str, default_port: int) -> Endpoint | None:
+    """`ADDRESS`, `ADDRESS:PORT`, `IPV6` or `[IPV6]:PORT` → Endpoint, or None if malformed."""
+    text = text.strip()
+    m = re.fullmatch(r"\[([^\]]+)\](?::(\d{1,5}))?", text)
+    if m:
+        host, port_text = m.group(1), m.group(2)
+        address = _ip_literal(host)
+        if address is None or address.version != 6:
+            return None
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+        if not port_text.isdigit() or len(port_text) > 5:
+            return None
+        address = _ip_literal(host)
+        if address is None or address.version != 4:
+            return None
+    else:
+        address, port_text = _ip_literal(text), None
+        if address is None:
+            return None
+    port = int(port_text) if port_text else default_port
+    if not 1 <= port <= 65535:
+        return None
+    return Endpoint(str(address), port)
+
+
+def _maybe_loops(endpoint: Endpoint, listen: Endpoint) -> bool:
+    """A wildcard listener also owns 127.0.0.1/::1, unless another resolver bound that address
+    itself (SO_REUSEADDR): likely a loop, not certainly (127.0.0.53 is systemd-resolved's)."""
+    return (
+        endpoint.port == listen.port
+        and listen.host in ("0.0.0.0", "::")
+        and endpoint.host in ("127.0.0.1", "::1")
+        and (":" in endpoint.host) == (":" in listen.host)
+    )
+
+
+def _servicecontrol(sec: _Section) -> ServiceControlSettings:
+    d = ServiceControlSettings()
+    token = _token(sec, "token", required=True)
+    admintoken = _token(sec, "admintoken", required=False) or None
+    if admintoken is not None and token and admintoken == token:
+        sec.problem("admintoken", "must differ from token (anyone who may read the status "
+                                  "could otherwise force failover)", sec.get("admintoken"))
+        admintoken = None
+    return ServiceControlSettings(
+        token=token,
+        listenaddress=sec.ip("listenaddress", d.listenaddress),
+        port=sec.port("port", d.port),
+        admintoken=admintoken,
+    )
+
+
+def _token(sec: _Section, key: str, *, required: bool) -> str:
+    got = sec.given(key, required=required,
+                    why="clients send it as GetStatus(token)" if required else "")
+    if got is None or not got[0]:  # an empty admintoken means "none"
+        return ""
+    value, node = got
+    if re.search(r"[\s()\x00-\x1f\x7f]", value):
+        sec.problem(key, "must not contain spaces, '(', ')' or control characters: clients "
+                         "send it as Action(token)", node)
+        return ""
+    if len(value.encode()) > MAX_TOKEN_BYTES:
+        sec.problem(key, f"must be at most {MAX_TOKEN_BYTES} bytes long", node)
+        return ""
+    return value
+
+
+def _metrics(sec: _Section) -> MetricsSettings:
+    d = MetricsSettings()
+    return MetricsSettings(listenaddress=sec.ip("listenaddress", d.listenaddress),
+                           port=sec.port("port", d.port))
+
+
+_SECTIONS: dict[str, Callable[[_Section], object]] = {
+    "loglevel": _loglevel,
+    "probemonitor": _probemonitor,
+    "amiremote": lambda sec: _ami(sec, remote=True),
+    "amilocal": lambda sec: _ami(sec, remote=False),
+    "syncmanager": _syncmanager,
+    "dnsservice": _dnsservice,
+    "servicecontrol": _servicecontrol,
+    "metrics": _metrics,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Whole-file checks
+
+
+def _read_sections(root: _Node, ctx: _Context) -> dict[str, object]:
+    members: dict[str, _Member] = {}
+    for member in root.members:
+        name = member.name.lower()
+        if name in members:
+            ctx.problems.append((name, f"duplicate section (also on line {members[name].line}; "
+                                       "names are case-insensitive)" + _where(member.node)))
+        elif name not in _SECTIONS:
+            close = difflib.get_close_matches(name, list(_SECTIONS), n=1, cutoff=0.6)
+            hint = f'; did you mean "{close[0]}"?' if close else (
+                f"; known sections: {', '.join(_SECTIONS)}")
+            ctx.problems.append((name, "unknown section" + hint + _where(member.node)))
+        elif member.node.kind not in ("object", "null"):
+            ctx.problems.append((name, f"must be an object {{...}}, got "
+                                       f"{_describe(member.node)}" + _where(member.node)))
+        else:
+            members[name] = member
+    built: dict[str, object] = {}
+    for name, build in _SECTIONS.items():
+        found = members.get(name)
+        node = found.node if found is not None and found.node.kind == "object" else None
+        built[name] = build(_Section(ctx, name, node))
+    for sec in ctx.sections:
+        sec.report_unknown()
+    return built
+
+
+def _listeners(s: Settings) -> list[tuple[str, str, int]]:
+    return [
+        ("dnsservice.port", s.dnsservice.listenaddress, s.dnsservice.port),
+        ("servicecontrol.port", s.servicecontrol.listenaddress, s.servicecontrol.port),
+        ("metrics.port", s.metrics.listenaddress, s.metrics.port),
+    ]
+
+
+def _cross_checks(s: Settings, ctx: _Context, timeout_set: bool) -> None:
+    reported = {key for key, _ in ctx.problems}
+    seen: list[tuple[str, str, int]] = []
+    for key, address, port in _listeners(s):
+        section = key.split(".")[0]
+        if key in reported or f"{section}.listenaddress" in reported:
+            continue  # a value already refused was replaced by its default: no conflict to see
+        for other_key, other_address, other_port in seen:
+            if port == other_port and _overlap(address, other_address):
+                ctx.problems.append((key, f"{address}:{port} is already used by {other_key}"))
+        seen.append((key, address, port))
+    if timeout_set and s.amiremote.timeout > s.probemonitor.interval:
+        ctx.warnings.append(
+            f"amiremote.timeout: {s.amiremote.timeout:g} s is more than probemonitor.interval; "
+            f"each probe is bounded by {s.probe_timeout:g} s"
+        )
+
+
+def _overlap(a: str, b: str) -> bool:
+    x, y = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    return x == y or (x.is_unspecified and x.version == y.version) or (
+        y.is_unspecified and x.version == y.version
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Public functions
 
 
 def parse_settings(text: str, source: str = "<string>") -> Settings:
-    """Validate JSON-with-comments text; raises ConfigError listing every problem."""
-    raise NotImplementedError
+    """Validate JSON-with-comments text; raises ConfigError listing every problem.
+
+    Warnings (accepted but suspicious input, e.g. invalid escapes kept verbatim) are logged on
+    the `synch.config` logger and kept in `Settings.warnings` / `ConfigError.warnings`.
+    """
+    root = _parse_jsonc(text.removeprefix("\ufeff"), source)
+    ctx = _Context()
+    built = _read_sections(root, ctx)
+    settings = Settings(
+        loglevel=_as(built["loglevel"], LogLevel),
+        probemonitor=_as(built["probemonitor"], ProbeMonitorSettings),
+        amiremote=_as(built["amiremote"], AmiSettings),
+        amilocal=_as(built["amilocal"], AmiSettings),
+        syncmanager=_as(built["syncmanager"], SyncManagerSettings),
+        dnsservice=_as(built["dnsservice"], DnsSettings),
+        servicecontrol=_as(built["servicecontrol"], ServiceControlSettings),
+        metrics=_as(built["metrics"], MetricsSettings),
+        source=source,
+    )
+    remote = next(sec for sec in ctx.sections if sec.name == "amiremote")
+    _cross_checks(settings, ctx, timeout_set="timeout" in remote.entries)
+    warnings = tuple(ctx.warnings)
+    for warning in warnings:
+        log.warning("%s: %s", source, warning)
+    if ctx.problems:
+        raise ConfigError(ctx.problems, warnings)
+    return replace(settings, warnings=warnings)
+
+
+def _as(value: object, cls: type[_T]) -> _T:
+    assert isinstance(value, cls)
+    return value
+
+
+def load_settings(path: str) -> Settings:
+    """Read and validate a file; raises ConfigError listing every problem."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ConfigError([(path, "no such file")]) from None
+    except IsADirectoryError:
+        raise ConfigError([(path, "is a directory, not a file")]) from None
+    except OSError as err:
+        raise ConfigError([(path, f"cannot be read: {err.strerror or err}")]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError([(path, f"not UTF-8 text (byte {err.start})")]) from None
+    return parse_settings(text, path)
+
+
+def describe_problems(err: ConfigError) -> str:
+    """One line per problem, `key: message`."""
+    return "\n".join(f"{key}: {message}" for key, message in err.problems)
+
+
+def config_path(cli_value: str | None) -> str:
+    """The file to read: `-c` value, else $SYNCH_CONFIG, else /etc/synch/appsettings.json."""
+    return cli_value or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH
+
+
+def file_mode_warning(path: str) -> str | None:
+    """A warning if the file (it holds passwords and tokens) is open to group or others."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    loose = mode & (stat.S_IRWXG | stat.S_IRWXO)
+    if not loose:
+        return None
+    who = []
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        who.append("readable")
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        who.append("writable")
+    what = " and ".join(who) or "accessible"
+    return (f"{path} is {what} by group or others (mode {stat.S_IMODE(mode):04o}) and holds "
+            f"passwords: chmod 600 {path}")

@@ -33,9 +33,19 @@ class _StateCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         monitor, sync, service = self._read()
         for name, doc, enum, current in (
-            ("synch_monitor_state", "Central PBX health as judged by the probes.", Monitor, monitor),
+            (
+                "synch_monitor_state",
+                "Central PBX health as judged by the probes.",
+                Monitor,
+                monitor,
+            ),
             ("synch_sync_state", "Account synchronisation state.", SyncState, sync),
-            ("synch_service_state", "Where DNS sends the phones: Normal=central.", Service, service),
+            (
+                "synch_service_state",
+                "Where DNS sends the phones: Normal=central.",
+                Service,
+                service,
+            ),
         ):
             family = GaugeMetricFamily(name, doc, labels=["state"])
             for member in enum:

@@ -5,23 +5,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Monitor(str, Enum):
+class Monitor(StrEnum):
     INIT = "Init"
     UNSTABLE = "Unstable"
     FAILED = "Failed"
     STABLE = "Stable"
 
 
-class SyncState(str, Enum):
+class SyncState(StrEnum):
     INIT = "Init"
     UNSYNCED = "Unsynced"
     SYNCED = "Synced"
 
 
-class Service(str, Enum):
+class Service(StrEnum):
     INIT = "Init"
     NORMAL = "Normal"
     FAILOVER = "Failover"

@@ -1,0 +1,53 @@
+# synch — run `make demo` or `make test` on a fresh Debian machine (as root, or with sudo).
+PYTHON  ?= python3
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+# Debian packages the lab, the tests and the demo use (Asterisk itself lives in a cached sid chroot).
+DEB_PACKAGES := debootstrap sip-tester dnsmasq-base prometheus dnsutils iproute2 netcat-openbsd \
+                git curl python3-venv iptables
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup deps lab test test-fast lint demo bench fuzz wheel clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# Installs only what is missing, so it is quick on a machine that has everything.
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+	   | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "installing: $$missing"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; fi
+
+# The Debian sid chroot with Asterisk 22, built once and cached outside the work tree.
+lab: deps setup
+	$(SUDO) $(PY) -m tests.lab build
+
+lint: setup
+	$(VENV)/bin/ruff check synch tests bench
+	$(VENV)/bin/mypy
+
+test: deps setup lab lint
+	$(SUDO) $(VENV)/bin/pytest -q tests
+
+test-fast: setup
+	$(VENV)/bin/pytest -q tests/unit
+
+demo: deps setup lab
+	$(SUDO) $(PY) -m tests.lab.demo
+
+bench: deps setup lab
+	$(SUDO) $(PY) -m bench
+
+wheel: setup
+	$(PY) -m pip wheel -q --no-deps -w dist .
+
+clean:
+	rm -rf $(VENV) dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+-include Makefile.image

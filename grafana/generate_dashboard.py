@@ -1,0 +1,455 @@
+"""Generate grafana/dashboards/synch.json, the one dashboard that serves every branch.
+
+    .venv/bin/python grafana/generate_dashboard.py          # rewrite the JSON
+    .venv/bin/python grafana/generate_dashboard.py --check  # exit 1 if the JSON is out of date
+
+Every query selects `instance=~"$instance"` and every panel and query uses the `${datasource}`
+variable; tests/observability/test_dashboard.py checks both on the committed JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from grafana_foundation_sdk.builders import common, prometheus, stat, statetimeline, timeseries
+from grafana_foundation_sdk.builders.dashboard import (
+    Dashboard,
+    DatasourceVariable,
+    QueryVariable,
+    Row,
+    ThresholdsConfig,
+)
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.common import (
+    BigValueColorMode,
+    BigValueGraphMode,
+    BigValueTextMode,
+    LegendDisplayMode,
+    LegendPlacement,
+    VisibilityMode,
+)
+from grafana_foundation_sdk.models.dashboard import (
+    DashboardCursorSync,
+    DataSourceRef,
+    Threshold,
+    ThresholdsMode,
+    ValueMap,
+    ValueMappingResult,
+    VariableRefresh,
+    VariableSort,
+)
+
+OUTPUT = Path(__file__).resolve().parent / "dashboards" / "synch.json"
+UID = "synch-branch"
+
+DS = DataSourceRef(type_val="prometheus", uid="${datasource}")
+SEL = 'instance=~"$instance"'
+RATE = "$__rate_interval"
+
+# State gauges become one number per instance, so a state timeline shows one band per branch.
+# Codes follow the enum order in synch/states.py; the colours are what an operator expects.
+MONITOR = (("Init", "text"), ("Unstable", "yellow"), ("Failed", "red"), ("Stable", "green"))
+SYNC = (("Init", "text"), ("Unsynced", "red"), ("Synced", "green"))
+SERVICE = (("Init", "text"), ("Normal", "green"), ("Failover", "orange"))
+
+
+P = TypeVar("P", timeseries.Panel, stat.Panel, statetimeline.Panel)
+
+
+@dataclass(frozen=True)
+class Target:
+    expr: str
+    legend: str
+    instant: bool = False
+
+
+def state_code(metric: str, states: Sequence[tuple[str, str]]) -> str:
+    """0 for the first state, i for the i-th: sum of i * (gauge of state i)."""
+    terms = [
+        f'{i} * max by (instance) ({metric}{{{SEL}, state="{name}"}})'
+        for i, (name, _) in enumerate(states)
+        if i > 0
+    ]
+    return " + ".join(terms)
+
+
+def state_mappings(states: Sequence[tuple[str, str]]) -> ValueMap:
+    return ValueMap(
+        options={
+            str(i): ValueMappingResult(text=name, color=color, index=i)
+            for i, (name, color) in enumerate(states)
+        }
+    )
+
+
+def quantiles(histogram: str, window: str = RATE) -> list[Target]:
+    return [
+        Target(
+            f"histogram_quantile({q}, sum by (instance, le) "
+            f"(rate({histogram}_bucket{{{SEL}}}[{window}])))",
+            f"{{{{instance}}}} p{round(q * 100)}",
+        )
+        for q in (0.5, 0.95, 0.99)
+    ]
+
+
+def _with_targets(panel: P, targets: Sequence[Target]) -> P:
+    for ref, t in zip("ABCDEFGH", targets, strict=False):
+        query = prometheus.Dataquery().expr(t.expr).legend_format(t.legend).ref_id(ref)
+        query = query.datasource(DS)
+        panel.with_target(query.instant() if t.instant else query.range())
+    return panel
+
+
+def ts(
+    title: str,
+    description: str,
+    targets: Sequence[Target],
+    unit: str,
+    w: int = 8,
+) -> timeseries.Panel:
+    panel = (
+        timeseries.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DS)
+        .unit(unit)
+        .span(w)
+        .height(7)
+        .fill_opacity(10)
+        .legend(
+            common.VizLegendOptions()
+            .display_mode(LegendDisplayMode.LIST)
+            .placement(LegendPlacement.BOTTOM)
+            .show_legend(True)
+        )
+    )
+    return _with_targets(panel, targets)
+
+
+def single(
+    title: str,
+    description: str,
+    targets: Sequence[Target],
+    unit: str = "none",
+    mappings: ValueMap | None = None,
+    w: int = 4,
+    thresholds: Sequence[tuple[float | None, str]] = ((None, "green"),),
+) -> stat.Panel:
+    panel = (
+        stat.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DS)
+        .unit(unit)
+        .span(w)
+        .height(5)
+        .graph_mode(BigValueGraphMode.NONE)
+        .color_mode(BigValueColorMode.BACKGROUND if mappings else BigValueColorMode.VALUE)
+        .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .thresholds(
+            ThresholdsConfig()
+            .mode(ThresholdsMode.ABSOLUTE)
+            .steps([Threshold(value=v, color=c) for v, c in thresholds])
+        )
+    )
+    if mappings:
+        panel = panel.mappings([mappings])
+    return _with_targets(panel, targets)
+
+
+def timeline(
+    title: str, description: str, metric: str, states: Sequence[tuple[str, str]], w: int = 12
+) -> statetimeline.Panel:
+    panel = (
+        statetimeline.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DS)
+        .span(w)
+        .height(5)
+        .show_value(VisibilityMode.NEVER)
+        .mappings([state_mappings(states)])
+    )
+    return _with_targets(panel, [Target(state_code(metric, states), "{{instance}}")])
+
+
+def service_row(d: Dashboard) -> Dashboard:
+    d = d.with_row(Row("Service state and transitions"))
+    d = d.with_panel(
+        single(
+            "Service",
+            "Where DNS sends the phones: Normal = central PBX, Failover = this branch.",
+            [Target(state_code("synch_service_state", SERVICE), "{{instance}}")],
+            mappings=state_mappings(SERVICE),
+            w=5,
+        )
+    )
+    d = d.with_panel(
+        single(
+            "Central PBX",
+            "The probe monitor's verdict on the central PBX.",
+            [Target(state_code("synch_monitor_state", MONITOR), "{{instance}}")],
+            mappings=state_mappings(MONITOR),
+            w=5,
+        )
+    )
+    d = d.with_panel(
+        single(
+            "Failovers",
+            "Switches to Failover in the dashboard's time range.",
+            [
+                Target(
+                    f"round(increase(synch_failovers_total{{{SEL}}}[$__range]))",
+                    "{{instance}}",
+                    instant=True,
+                )
+            ],
+            thresholds=((None, "green"), (1, "orange")),
+            w=5,
+        )
+    )
+    d = d.with_panel(
+        single(
+            "Fallbacks",
+            "Switches back to Normal in the dashboard's time range.",
+            [
+                Target(
+                    f"round(increase(synch_fallbacks_total{{{SEL}}}[$__range]))",
+                    "{{instance}}",
+                    instant=True,
+                )
+            ],
+            w=5,
+        )
+    )
+    d = d.with_panel(
+        single(
+            "Version",
+            "synch version running on the branch.",
+            [Target(f"synch_build_info{{{SEL}}}", "{{version}}", instant=True)],
+            w=4,
+        ).text_mode(BigValueTextMode.NAME)
+    )
+    d = d.with_panel(
+        timeline(
+            "Service state over time",
+            "Normal: phones use the central; Failover: the branch.",
+            "synch_service_state",
+            SERVICE,
+        )
+    )
+    d = d.with_panel(
+        timeline(
+            "Central PBX state over time",
+            "Probe monitor: Stable, Unstable, Failed.",
+            "synch_monitor_state",
+            MONITOR,
+        )
+    )
+    return d
+
+
+def probe_row(d: Dashboard) -> Dashboard:
+    d = d.with_row(Row("Probes of the central PBX"))
+    d = d.with_panel(
+        ts(
+            "Probe results",
+            "AMI probes (login, Ping) per second, by result.",
+            [
+                Target(
+                    f"sum by (instance, result) (rate(synch_probes_total{{{SEL}}}[{RATE}]))",
+                    "{{instance}} {{result}}",
+                )
+            ],
+            "reqps",
+            w=12,
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Probe duration",
+            "Time a probe took (connect, login, Ping); errors last until the timeout.",
+            quantiles("synch_probe_duration_seconds"),
+            "s",
+            w=12,
+        )
+    )
+    return d
+
+
+def sync_row(d: Dashboard) -> Dashboard:
+    d = d.with_row(Row("Account sync"))
+    d = d.with_panel(
+        single(
+            "Sync",
+            "Account synchronisation state.",
+            [Target(state_code("synch_sync_state", SYNC), "{{instance}}")],
+            mappings=state_mappings(SYNC),
+            w=4,
+        )
+    )
+    d = d.with_panel(
+        single(
+            "Since last successful sync",
+            "Age of the last sync that ended Synced (empty: never).",
+            [
+                Target(
+                    f"time() - (synch_last_sync_success_timestamp_seconds{{{SEL}}} > 0)",
+                    "{{instance}}",
+                )
+            ],
+            unit="s",
+            thresholds=((None, "green"), (900, "orange"), (3600, "red")),
+            w=4,
+        ).no_value("never")
+    )
+    d = d.with_panel(
+        single(
+            "Synced accounts",
+            "Accounts in the branch's synced file.",
+            [Target(f"synch_synced_accounts{{{SEL}}}", "{{instance}}")],
+            thresholds=((None, "red"), (1, "green")),
+            w=4,
+        )
+    )
+    d = d.with_panel(
+        timeline(
+            "Sync state over time",
+            "Synced, Unsynced (last cycle failed or was refused).",
+            "synch_sync_state",
+            SYNC,
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Sync runs per hour",
+            "Sync cycles in the hour before each point, by result (every syncmanager.interval; "
+            "guarded: refused by the remove guard).",
+            [
+                Target(
+                    f"sum by (instance, result) (increase(synch_sync_runs_total{{{SEL}}}[1h]))",
+                    "{{instance}} {{result}}",
+                )
+            ],
+            "short",
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Sync duration",
+            "Time a sync cycle took (fetch, compare, write, commit, reload), over 30 min: "
+            "syncs are minutes apart.",
+            quantiles("synch_sync_duration_seconds", "30m"),
+            "s",
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Synced accounts over time",
+            "A sudden drop is what the remove guard refuses.",
+            [Target(f"synch_synced_accounts{{{SEL}}}", "{{instance}}")],
+            "short",
+        )
+    )
+    return d
+
+
+def dns_row(d: Dashboard) -> Dashboard:
+    d = d.with_row(Row("DNS"))
+    d = d.with_panel(
+        ts(
+            "DNS answers",
+            "Queries per second by how they were answered.",
+            [
+                Target(
+                    f"sum by (instance, answer) (rate(synch_dns_queries_total{{{SEL}}}[{RATE}]))",
+                    "{{instance}} {{answer}}",
+                )
+            ],
+            "reqps",
+        )
+    )
+    servfail = f'rate(synch_dns_queries_total{{{SEL}, answer="servfail"}}[{RATE}])'
+    total = f"rate(synch_dns_queries_total{{{SEL}}}[{RATE}])"
+    d = d.with_panel(
+        ts(
+            "SERVFAIL share",
+            "Share of queries answered SERVFAIL (no forwarder answered).",
+            [
+                Target(
+                    f"sum by (instance) ({servfail}) / sum by (instance) ({total})", "{{instance}}"
+                )
+            ],
+            "percentunit",
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Forward latency",
+            "Time to an answer from the upstream forwarders (SERVFAIL included).",
+            quantiles("synch_dns_forward_duration_seconds"),
+            "s",
+        )
+    )
+    return d
+
+
+def build() -> Dashboard:
+    d = (
+        Dashboard("synch — branch site")
+        .uid(UID)
+        .description("synch on a branch Asterisk host: failover state, probes, sync, DNS.")
+        .tags(["synch", "asterisk", "branch"])
+        .editable()
+        .tooltip(DashboardCursorSync.CROSSHAIR)
+        .time("now-6h", "now")
+        .refresh("30s")
+        .timezone("browser")
+        .with_variable(DatasourceVariable("datasource").label("Data source").type("prometheus"))
+        .with_variable(
+            QueryVariable("instance")
+            .label("Branch")
+            .datasource(DS)
+            .query("label_values(synch_build_info, instance)")
+            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(VariableSort.ALPHABETICAL_CASE_INSENSITIVE_ASC)
+            .multi(True)
+            .include_all(True)
+        )
+    )
+    for row in (service_row, probe_row, sync_row, dns_row):
+        d = row(d)
+    return d
+
+
+def render() -> str:
+    """The dashboard as the JSON text committed in grafana/dashboards/synch.json."""
+    return json.dumps(build().build(), cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if the JSON is out of date")
+    args = parser.parse_args(argv)
+    text = render()
+    if args.check:
+        current = OUTPUT.read_text() if OUTPUT.exists() else ""
+        if current != text:
+            print(f"{OUTPUT} is out of date: run grafana/generate_dashboard.py", file=sys.stderr)
+            return 1
+        return 0
+    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+    OUTPUT.write_text(text)
+    print(f"wrote {OUTPUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,315 @@
+"""Boot the synch image in qemu (aarch64, TCG) against a lab central and check the appliance.
+
+    python image/boot_test.py --image image/out/synch-arm64.img
+
+A copy of the image gets a site `synch.json` (and a `hostname`) on its FAT partition; the
+central is a lab Asterisk on this host, which the guest reaches as 10.0.2.2 through qemu's
+user network. The guest's DNS (udp+tcp 53), status (65038) and metrics (9386) ports are
+forwarded to host loopback. systemctl-level checks go through systemd's debug shell on a
+virtio console (a unix socket here), enabled on the kernel command line of this test only:
+the image itself has no such shell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+TOP = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(TOP))
+
+from dnslib import QTYPE, DNSRecord  # noqa: E402
+
+from tests.helpers.wait import wait_until  # noqa: E402
+from tests.lab.asterisk import new_instance  # noqa: E402
+from tests.lab.ports import free_port  # noqa: E402
+from tests.lab.samples import central_configs  # noqa: E402
+
+TOKEN = "image-test-token"
+DOMAIN = "branch.test"
+HOSTNAME = "branch-qemu"
+CENTRAL_IN_GUEST, GUEST = "10.0.2.2", "10.0.2.15"
+
+
+def say(message: str) -> None:
+    print(f"[image-test] {message}", flush=True)
+
+
+def site_settings(ami_port: int, ami_secret: str) -> dict[str, Any]:
+    return {
+        "amiremote": {"hostname": CENTRAL_IN_GUEST, "port": ami_port, "password": ami_secret},
+        "amilocal": {"password": "set-at-first-boot"},
+        "syncmanager": {"mode": "pjsip", "filtervalue": "^HeadOffice$", "interval": 60},
+        "dnsservice": {
+            "domain": DOMAIN,
+            "targetnormal": CENTRAL_IN_GUEST,
+            "targetfailover": GUEST,
+            # Nothing listens there: forwarded names get SERVFAIL, nothing leaves the lab.
+            "forwarders": ["127.0.0.1:5353"],
+            "defaultstate": "Failover",
+        },
+        "servicecontrol": {"token": TOKEN, "listenaddress": "0.0.0.0"},
+        "metrics": {"listenaddress": "0.0.0.0", "port": 9386},
+    }
+
+
+def partition_offsets(image: Path) -> list[int]:
+    out = subprocess.run(["sfdisk", "-J", str(image)], capture_output=True, check=True).stdout
+    return [p["start"] * 512 for p in json.loads(out)["partitiontable"]["partitions"]]
+
+
+class Guest:
+    """The qemu process, its serial log and the debug shell on its virtio console."""
+
+    def __init__(self, work: Path, disk: Path, ports: dict[str, int]):
+        self.work, self.disk, self.ports = work, disk, ports
+        self.console = work / "console.log"
+        self.shell_path = work / "shell.sock"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.shell: socket.socket | None = None
+        self.counter = 0
+
+    def start(self) -> None:
+        boot = partition_offsets(self.disk)[0]
+        for name in ("vmlinuz", "initrd.img"):
+            subprocess.run(
+                ["mcopy", "-o", "-i", f"{self.disk}@@{boot}", f"::{name}", str(self.work / name)],
+                check=True,
+            )
+        p = self.ports
+        fwd = ",".join([
+            f"hostfwd=udp:127.0.0.1:{p['dns']}-:53", f"hostfwd=tcp:127.0.0.1:{p['dns']}-:53",
+            f"hostfwd=tcp:127.0.0.1:{p['status']}-:65038",
+            f"hostfwd=tcp:127.0.0.1:{p['metrics']}-:9386",
+        ])
+        argv = [
+            "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024",
+            "-display", "none", "-monitor", "none", "-serial", f"file:{self.console}",
+            "-kernel", str(self.work / "vmlinuz"), "-initrd", str(self.work / "initrd.img"),
+            "-append", "root=/dev/vda2 rootwait console=ttyAMA0 systemd.debug_shell=/dev/hvc0",
+            "-drive", f"if=none,id=hd,file={self.disk},format=raw",
+            "-device", "virtio-blk-pci,drive=hd",
+            "-netdev", f"user,id=net0,{fwd}", "-device", "virtio-net-pci,netdev=net0,romfile=",
+            "-device", "virtio-serial-pci",
+            "-chardev", f"socket,id=sh,path={self.shell_path},server=on,wait=off",
+            "-device", "virtconsole,chardev=sh",
+        ]
+        self.proc = subprocess.Popen(["nice", "-n", "10", *argv], stdin=subprocess.DEVNULL)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def sh(self, command: str, timeout: float = 60) -> tuple[int, str]:
+        """Run a command in the guest's debug shell; (exit status, output)."""
+        if self.shell is None:
+            self.shell = socket.socket(socket.AF_UNIX)
+            self.shell.connect(str(self.shell_path))
+        self.counter += 1
+        marker = f"__RC{self.counter}__"
+        # The tty echoes the line with `$?` unexpanded: only the real output has digits there.
+        self.shell.sendall(f"{command}; echo {marker}$?{marker}\n".encode())
+        pattern = re.compile(rf"{marker}(\d+){marker}")
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while not (m := pattern.search(buf.decode(errors="replace"))):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"guest shell: no answer to {command!r}: {buf[-500:]!r}")
+            self.shell.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                chunk = self.shell.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                raise AssertionError("guest shell closed")
+            buf += chunk
+        text = buf.decode(errors="replace")[: m.start()]
+        lines = text.replace("\r", "").split("\n")
+        output = "\n".join(ln for ln in lines if marker not in ln).strip()
+        return int(m.group(1)), output
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def get_status(port: int) -> dict[str, str] | None:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(f"GetStatus({TOKEN})\n".encode())
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+    except OSError:
+        return None
+    if not data.startswith(b"[{"):
+        return None
+    status: list[dict[str, str]] = json.loads(data)
+    return status[0]
+
+
+def dns_a(port: int, name: str, tcp: bool = False) -> list[str]:
+    query = DNSRecord.question(name, "A")
+    reply = DNSRecord.parse(query.send("127.0.0.1", port, tcp=tcp, timeout=5))
+    return [str(rr.rdata) for rr in reply.rr if rr.rtype == QTYPE.A]
+
+
+def metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return str(r.read().decode())
+
+
+class Checks:
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+
+    def check(self, name: str, fn: Callable[[], object]) -> None:
+        try:
+            result = fn()
+            if not result and result is not None:
+                raise AssertionError("false")
+            say(f"ok    {name}")
+        except Exception as err:
+            self.failed.append(name)
+            say(f"FAIL  {name}: {err}")
+
+
+@contextmanager
+def lab_central() -> Iterator[Any]:
+    central = new_instance("imgcentral", configs=central_configs())
+    central.start()
+    try:
+        yield central
+    finally:
+        central.stop()
+        central.remove()
+
+
+def wait_ready(guest: Guest, ports: dict[str, int], timeout: float) -> float:
+    start = time.monotonic()
+
+    def ready() -> bool:
+        if not guest.alive():
+            raise SystemExit(f"qemu exited; see {guest.console}")
+        return get_status(ports["status"]) is not None
+
+    wait_until(ready, timeout, interval=1, message="synch status socket through hostfwd")
+    return time.monotonic() - start
+
+
+def appliance_checks(guest: Guest, ports: dict[str, int], c: Checks, secret: list[str]) -> None:
+    c.check("first boot consumed synch.json", lambda: guest.sh(
+        "test ! -e /boot/firmware/synch.json && test ! -e /boot/firmware/synch.json.rejected"
+    )[0] == 0)
+    c.check("first boot disabled itself",
+            lambda: guest.sh("systemctl is-enabled synch-first-boot")[1] == "disabled")
+    c.check("hostname from the boot partition", lambda: guest.sh("hostname")[1] == HOSTNAME)
+    c.check("settings 0600 owned by asterisk",
+            lambda: guest.sh("stat -c %a:%U /etc/synch/appsettings.json")[1] == "600:asterisk")
+    c.check("synch.service active", lambda: guest.sh("systemctl is-active synch")[1] == "active")
+    c.check("asterisk.service active",
+            lambda: guest.sh("systemctl is-active asterisk")[1] == "active")
+
+    def ami_user() -> bool:
+        rc, out = guest.sh("asterisk -rx 'manager show user synch'", timeout=30)
+        return rc == 0 and "synch" in out and "127.0.0.1" in out
+
+    c.check("branch Asterisk has synch's AMI user", ami_user)
+
+    def branch_secret() -> bool:
+        out = guest.sh("sed -n 's/^secret *= *//p' /etc/asterisk/manager.conf")[1]
+        if not out or "SYNCH_FIRST_BOOT_SECRET" in out:
+            return False
+        if secret and secret[0] != out:
+            raise AssertionError("the branch AMI secret changed across the reboot")
+        secret[:] = [out]
+        return True
+
+    c.check("branch AMI secret generated (and kept)", branch_secret)
+    status: dict[str, str] = {}
+
+    def stable_and_synced() -> bool:
+        status.update(get_status(ports["status"]) or {})
+        return status.get("Monitor") == "Stable" and status.get("Sync") == "Synced"
+
+    c.check("GetStatus: central Stable and Synced", lambda: wait_until(
+        stable_and_synced, 180, interval=2, message=f"status {status}"))
+    c.check("DNS (udp) answers the SIP name with the central",
+            lambda: dns_a(ports["dns"], f"sip.{DOMAIN}") == [CENTRAL_IN_GUEST])
+    c.check("DNS (tcp) answers the SIP name",
+            lambda: dns_a(ports["dns"], f"sip.{DOMAIN}", tcp=True) == [CENTRAL_IN_GUEST])
+    c.check("/metrics served", lambda: "synch_build_info" in metrics(ports["metrics"]))
+    c.check("synced users in pjsip_synch.conf",
+            lambda: "[1001]" in guest.sh("cat /etc/asterisk/pjsip_synch.conf")[1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--image", type=Path, required=True)
+    ap.add_argument("--timeout", type=float, default=900, help="seconds to wait for a boot")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = ap.parse_args()
+    for tool in ("qemu-system-aarch64", "mcopy", "sfdisk"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} not found: make image-deps")
+    work = Path(tempfile.mkdtemp(prefix="synch-image-test."))
+    ports = {k: free_port("tcp") for k in ("dns", "status", "metrics")}
+    checks, secret = Checks(), list[str]()
+    guest = None
+    try:
+        with lab_central() as central:
+            say(f"central: lab AMI 127.0.0.1:{central.ami_port} ({CENTRAL_IN_GUEST} in the guest)")
+            disk = work / "disk.img"
+            subprocess.run(["cp", "--sparse=always", str(args.image.resolve()), str(disk)],
+                           check=True)
+            boot = partition_offsets(disk)[0]
+            (work / "synch.json").write_text(json.dumps(
+                site_settings(central.ami_port, central.ami_secret), indent=2))
+            (work / "hostname").write_text(HOSTNAME + "\n")
+            for name in ("synch.json", "hostname"):
+                subprocess.run(["mcopy", "-o", "-i", f"{disk}@@{boot}", str(work / name),
+                                f"::{name}"], check=True)
+            guest = Guest(work, disk, ports)
+            say(f"booting; serial console in {guest.console}")
+            guest.start()
+            first = wait_ready(guest, ports, args.timeout)
+            say(f"boot-to-ready (first boot): {first:.0f} s")
+            appliance_checks(guest, ports, checks, secret)
+
+            say("rebooting")
+            guest.sh("systemctl reboot", timeout=10)
+            wait_until(lambda: get_status(ports["status"]) is None, 120, interval=0.5,
+                       message="synch to go down for the reboot")
+            guest.shell = None  # the shell on the next boot is a new one
+            again = wait_ready(guest, ports, args.timeout)
+            say(f"boot-to-ready (reboot): {again:.0f} s")
+            appliance_checks(guest, ports, checks, secret)
+    finally:
+        if guest:
+            guest.stop()
+        if args.keep or checks.failed:
+            say(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    total = len(checks.failed)
+    say("all checks passed" if not total else f"{total} check(s) failed: {checks.failed}")
+    return 1 if total else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

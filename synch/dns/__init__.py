@@ -1,0 +1,1 @@
+"""The failover DNS: the zone (pure), the forwarder and the UDP/TCP servers."""

@@ -1,0 +1,302 @@
+"""The failover zone: answers for `domain` from the settings and the current target.
+
+Pure logic (dnslib only): no sockets, no greenlets. `ZoneResolver.resolve` takes a parsed query
+and returns the reply, or `(None, "forward")` for names outside the zone.
+
+The zone holds:
+- `domain`: SOA (`ns.<domain>` / `hostmaster.<domain>`, configured timers, serial from the view)
+  and NS `ns.<domain>`;
+- `ns.<domain>`: the address of `listenaddress` when it is a specific address (A or AAAA); when
+  synch listens on a wildcard there is no way to know which address clients use, so the name
+  exists with no address records (NODATA). Resolvers only need it for a delegation, where the
+  parent's glue supplies the address;
+- `record.domain`: A (or AAAA for an IPv6 target) = the current target, TTL `recordttl`;
+- `_sip._udp.<domain>`, `_sip._tcp.<domain>`: SRV `0 0 5060 record.domain`, with the target's
+  address in the additional section so a phone needs no second lookup.
+Ancestors of those names inside the zone (`_udp.<domain>`, ...) are empty non-terminals and
+answer NODATA, not NXDOMAIN: an NXDOMAIN there would tell RFC 8020 resolvers that the SRV names
+below do not exist either. Any other name in the zone is NXDOMAIN.
+
+Negative answers carry the SOA with TTL min(SOA TTL, minttl) (RFC 2308).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from dnslib import (
+    AAAA,
+    CLASS,
+    NS,
+    OPCODE,
+    QTYPE,
+    RCODE,
+    RR,
+    SOA,
+    SRV,
+    A,
+    DNSHeader,
+    DNSLabel,
+    DNSRecord,
+)
+from dnslib import EDNS0 as Edns0
+
+from synch.config import DnsSettings
+
+log = logging.getLogger("synch.dns")
+
+Name = tuple[bytes, ...]  # lowercase labels, no root label
+
+SIP_PORT = 5060
+EDNS_UDP_SIZE = 1232  # the DNS flag day 2020 size: no IP fragmentation
+MAX_UDP_NO_EDNS = 512
+RCODE_BADVERS = 16
+CLASS_ANY = 255
+
+# Answer kinds (the label values of synch_dns_queries_total, plus "forward" and "drop").
+LOCAL = "local"
+NODATA = "nodata"
+NXDOMAIN = "nxdomain"
+FORMERR = "formerr"
+REFUSED = "refused"
+FORWARD = "forward"
+DROP = "drop"
+
+
+@dataclass(frozen=True)
+class ZoneView:
+    """What the zone's answers depend on besides the settings."""
+
+    target: str
+    serial: int
+
+
+def next_serial(previous: int, now: float | None = None) -> int:
+    """A serial for a state change: grows on every call, and across restarts (time based)."""
+    now_s = int(time.time() if now is None else now)
+    return max(previous + 1, now_s) % 2**32
+
+
+def to_name(name: str | DNSLabel) -> Name:
+    """Name of "Sip.Example.local." (text or DNSLabel): (b"sip", b"example", b"local")."""
+    label = name if isinstance(name, DNSLabel) else DNSLabel(name)
+    return tuple(part.lower() for part in label.label)
+
+
+@dataclass
+class _Zone:
+    """Every rrset of the zone for one view; rebuilt when the view changes."""
+
+    apex: Name
+    soa: RR
+    negative_soa: RR
+    rrsets: dict[Name, dict[int, list[RR]]] = field(default_factory=dict)
+    additional: dict[Name, list[RR]] = field(default_factory=dict)
+    nonterminals: set[Name] = field(default_factory=set)
+
+    def add(self, rr: RR) -> None:
+        name = to_name(rr.rname)
+        self.rrsets.setdefault(name, {}).setdefault(rr.rtype, []).append(rr)
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _address_rr(owner: str, address: str, ttl: int) -> RR | None:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if ip.version == 4:
+        return RR(owner, QTYPE.A, ttl=ttl, rdata=A(str(ip)))
+    return RR(owner, QTYPE.AAAA, ttl=ttl, rdata=AAAA(str(ip)))
+
+
+def build_zone(settings: DnsSettings, view: ZoneView) -> _Zone:
+    domain = ".".join(label.decode() for label in to_name(settings.domain))
+    record = settings.record.strip(".")
+    fqdn = domain if record in ("", "@") else f"{record}.{domain}".lower()
+    ns_name = f"ns.{domain}"
+    soa_times = (
+        view.serial % 2**32,
+        settings.refreshinterval,
+        settings.retryinterval,
+        settings.expireinterval,
+        settings.minttl,
+    )
+    soa_rdata = SOA(ns_name, f"hostmaster.{domain}", soa_times)
+    zone = _Zone(
+        apex=to_name(domain),
+        soa=RR(domain, QTYPE.SOA, ttl=settings.ttl, rdata=soa_rdata),
+        negative_soa=RR(domain, QTYPE.SOA, ttl=min(settings.ttl, settings.minttl), rdata=soa_rdata),
+    )
+    zone.add(zone.soa)
+    zone.add(RR(domain, QTYPE.NS, ttl=settings.ttl, rdata=NS(ns_name)))
+
+    target_rr = _address_rr(fqdn, view.target, settings.recordttl)
+    if target_rr is not None:
+        zone.add(target_rr)
+    if to_name(ns_name) != to_name(fqdn):
+        ns_rr = _address_rr(ns_name, settings.listenaddress, settings.ttl)
+        if ns_rr is not None and not ipaddress.ip_address(settings.listenaddress).is_unspecified:
+            zone.add(ns_rr)
+        else:
+            zone.rrsets.setdefault(to_name(ns_name), {})
+    ns_glue = zone.rrsets.get(to_name(ns_name), {})
+    zone.additional[zone.apex] = [rr for rrs in ns_glue.values() for rr in rrs]
+
+    for proto in ("_udp", "_tcp"):
+        srv_name = f"_sip.{proto}.{domain}"
+        zone.add(RR(srv_name, QTYPE.SRV, ttl=settings.recordttl, rdata=SRV(0, 0, SIP_PORT, fqdn)))
+        zone.additional[to_name(srv_name)] = [target_rr] if target_rr is not None else []
+
+    depth = len(zone.apex)
+    for name in list(zone.rrsets):
+        for cut in range(depth + 1, len(name)):
+            ancestor = name[len(name) - cut :]
+            if ancestor not in zone.rrsets:
+                zone.nonterminals.add(ancestor)
+    return zone
+
+
+def reply_header(request: DNSRecord, rcode: int, aa: bool, ra: bool) -> DNSHeader:
+    """A response header: the query's ID, opcode, RD and CD echoed; nothing else copied."""
+    query = request.header
+    return DNSHeader(
+        id=query.id,
+        bitmap=0,
+        qr=1,
+        opcode=query.opcode,
+        aa=int(aa),
+        rd=query.rd,
+        ra=int(ra),
+        cd=query.cd,
+        rcode=rcode & 0xF,
+    )
+
+
+def query_opt(request: DNSRecord) -> list[RR]:
+    return [rr for rr in request.ar if rr.rtype == QTYPE.OPT]
+
+
+def error_reply(request: DNSRecord, rcode: int, ra: bool = True) -> DNSRecord:
+    """An answerless reply (SERVFAIL, REFUSED, FORMERR, ...), with OPT if the query had one."""
+    reply = DNSRecord(
+        reply_header(request, rcode, aa=False, ra=ra), questions=list(request.questions[:1])
+    )
+    if query_opt(request):
+        reply.add_ar(Edns0(udp_len=EDNS_UDP_SIZE, ext_rcode=rcode >> 4))
+    return reply
+
+
+def max_udp_size(request: DNSRecord) -> int:
+    """The largest UDP reply the client accepts (RFC 6891: at least 512)."""
+    opts = query_opt(request)
+    if not opts:
+        return MAX_UDP_NO_EDNS
+    return max(MAX_UDP_NO_EDNS, min(int(opts[0].rclass), 65535))
+
+
+class ZoneResolver:
+    """Answers the zone. `view()` is called per query; the zone is rebuilt when it changes."""
+
+    def __init__(self, settings: DnsSettings, view: Callable[[], ZoneView], ra: bool = True):
+        self.settings = settings
+        self.view = view
+        self.apex = to_name(settings.domain)
+        if not self.apex:
+            raise ValueError("dnsservice.domain is empty: the zone would swallow every name")
+        self.ra = ra  # whether the server offers recursion (it forwards): echoed as RA
+        self._zone: _Zone | None = None
+        self._zone_view: ZoneView | None = None
+
+    def zone(self) -> _Zone:
+        current = self.view()
+        if self._zone is None or current != self._zone_view:
+            if not _is_address(current.target):
+                log.warning("DNS target %r is not an IP address: no A/AAAA served", current.target)
+            self._zone = build_zone(self.settings, current)
+            self._zone_view = current
+        return self._zone
+
+    def in_zone(self, name: Name) -> bool:
+        return len(name) >= len(self.apex) and name[len(name) - len(self.apex) :] == self.apex
+
+    def resolve(self, request: DNSRecord) -> tuple[DNSRecord | None, str]:
+        """The reply and its kind: local|nodata|nxdomain|formerr|refused, forward, or drop."""
+        header = request.header
+        if header.qr:
+            return None, DROP  # never answer a response: two servers could loop forever
+        if header.opcode != OPCODE.QUERY:
+            return error_reply(request, RCODE.NOTIMP, self.ra), REFUSED
+        opts = query_opt(request)
+        if len(request.questions) != 1 or len(opts) > 1:
+            return error_reply(request, RCODE.FORMERR, self.ra), FORMERR
+        if opts and (opts[0].ttl >> 16) & 0xFF != 0:
+            return error_reply(request, RCODE_BADVERS, self.ra), FORMERR
+        question = request.q
+        name = to_name(question.qname)
+        if not self.in_zone(name):
+            return None, FORWARD
+        if question.qclass not in (CLASS.IN, CLASS_ANY):
+            return error_reply(request, RCODE.REFUSED, self.ra), REFUSED
+        return self._answer(request, name, question.qtype, bool(opts))
+
+    def _answer(
+        self, request: DNSRecord, name: Name, qtype: int, edns: bool
+    ) -> tuple[DNSRecord, str]:
+        zone = self.zone()
+        rrsets = zone.rrsets.get(name)
+        if rrsets is None and name not in zone.nonterminals:
+            return self._negative(request, zone, RCODE.NXDOMAIN, edns), NXDOMAIN
+        rrsets = rrsets or {}
+        if qtype == QTYPE.ANY:
+            answers = [rr for rrs in rrsets.values() for rr in rrs]
+        else:
+            answers = list(rrsets.get(qtype, []))
+        if not answers:
+            return self._negative(request, zone, RCODE.NOERROR, edns), NODATA
+        reply = DNSRecord(reply_header(request, RCODE.NOERROR, aa=True, ra=self.ra), [request.q])
+        owner = request.q.qname  # the name as asked: keeps the client's letter case
+        reply.rr = [_with_owner(rr, owner) for rr in answers]
+        if any(rr.rtype in (QTYPE.NS, QTYPE.SRV) for rr in answers):
+            reply.ar = list(zone.additional.get(name, []))
+        if edns:
+            reply.add_ar(Edns0(udp_len=EDNS_UDP_SIZE))
+        return reply, LOCAL
+
+    def _negative(self, request: DNSRecord, zone: _Zone, rcode: int, edns: bool) -> DNSRecord:
+        reply = DNSRecord(reply_header(request, rcode, aa=True, ra=self.ra), [request.q])
+        reply.auth = [zone.negative_soa]
+        if edns:
+            reply.add_ar(Edns0(udp_len=EDNS_UDP_SIZE))
+        return reply
+
+
+def _with_owner(rr: RR, owner: object) -> RR:
+    return RR(owner, rr.rtype, rr.rclass, rr.ttl, rr.rdata)
+
+
+def fit_udp(reply: DNSRecord, request: DNSRecord) -> bytes:
+    """Pack for UDP: drop the additional records, then truncate (TC) if still too large."""
+    limit = max_udp_size(request)
+    packed = bytes(reply.pack())
+    if len(packed) <= limit:
+        return packed
+    keep_opt: Sequence[RR] = [rr for rr in reply.ar if rr.rtype == QTYPE.OPT]
+    reply.ar = list(keep_opt)
+    packed = bytes(reply.pack())
+    if len(packed) <= limit:
+        return packed
+    reply.rr, reply.auth = [], []
+    reply.header.tc = 1
+    return bytes(reply.pack())

@@ -1,0 +1,255 @@
+"""`synch run` against a real central and branch Asterisk 22: probes, failover, fallback, DNS,
+status socket and metrics, seen from outside as an operator and a phone would."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers.synchproc import TOKEN, SynchProcess, lab_config
+from tests.helpers.wait import wait_until
+from tests.lab.asterisk import AsteriskInstance
+from tests.lab.dnsmasq import Dnsmasq
+from tests.lab.netns import Netns
+from tests.lab.samples import central_configs
+
+pytestmark = pytest.mark.asterisk
+
+# Probe timers of lab_config: interval 0.5 s, timeout 0.4 s, failureTolerance 5,
+# errorPenaltyPoints 1 (2 points per error: Failed after 3 errors), aliveThreshold 3.
+INTERVAL, TIMEOUT, ERRORS_TO_FAIL, ALIVE = 0.5, 0.4, 3, 3
+# SPEC bound: Failed (and the DNS flip) within ERRORS_TO_FAIL probes plus one timeout. The
+# margin absorbs process scheduling on a loaded 2-core machine; it is a bound, not a speed test.
+FAILOVER_BOUND = ERRORS_TO_FAIL * INTERVAL + TIMEOUT + 3.0
+
+
+@pytest.fixture
+def central(asterisk_factory: Callable[..., AsteriskInstance]) -> AsteriskInstance:
+    return asterisk_factory("central", configs=central_configs())
+
+
+@pytest.fixture
+def branch(asterisk_factory: Callable[..., AsteriskInstance]) -> AsteriskInstance:
+    return asterisk_factory("branch")
+
+
+@pytest.fixture
+def upstream(dnsmasq: Callable[..., Dnsmasq]) -> Dnsmasq:
+    return dnsmasq({"www.example.org": "127.0.0.42"})
+
+
+def make_synch(
+    tmp_path: Path, central: AsteriskInstance, branch: AsteriskInstance, upstream: Dnsmasq,
+    central_host: str | None = None, **overrides: dict[str, Any],
+) -> SynchProcess:
+    etc = tmp_path / "branch-etc"
+    etc.mkdir(exist_ok=True)
+    config = lab_config(
+        central_host=central_host or central.ami_host, central_port=central.ami_port,
+        central_user=central.ami_user, central_secret=central.ami_secret,
+        branch_port=branch.ami_port, branch_user=branch.ami_user,
+        branch_secret=branch.ami_secret, localconfigspath=etc,
+        forwarders=[f"127.0.0.1:{upstream.port}"], **overrides,
+    )
+    return SynchProcess(config, tmp_path)
+
+
+@pytest.fixture
+def synch(
+    tmp_path: Path, central: AsteriskInstance, branch: AsteriskInstance, upstream: Dnsmasq
+) -> Iterator[SynchProcess]:
+    proc = make_synch(tmp_path, central, branch, upstream)
+    yield proc.start()
+    proc.stop()
+
+
+def wait_state(synch: SynchProcess, timeout: float, **expected: str) -> dict[str, str]:
+    def matches() -> dict[str, str] | None:
+        status = synch.status()
+        return status if all(status[k] == v for k, v in expected.items()) else None
+
+    return wait_until(matches, timeout, message=f"state {expected}; log:\n{synch.log()}")
+
+
+def test_healthy_central_is_stable_and_dns_answers_the_central(synch: SynchProcess) -> None:
+    # defaultstate Failover until the central proves healthy.
+    wait_state(synch, 10, Monitor="Stable", Service="Normal")
+    assert synch.resolve_a() == "127.0.0.10"
+    assert synch.resolve_a("SIP.Example.LOCAL") == "127.0.0.10"
+    details = synch.details()
+    assert details["Probes"]["success"] >= ALIVE
+    assert details["CentralReachable"] is True
+
+
+def test_dead_central_fails_over_within_the_bound_and_falls_back(
+    synch: SynchProcess, central: AsteriskInstance
+) -> None:
+    wait_state(synch, 10, Monitor="Stable", Service="Normal")
+    serial = synch.soa_serial()
+    central.kill()  # process dead: connections refused
+    cut = time.monotonic()
+    wait_until(lambda: synch.resolve_a() == "127.0.0.20", FAILOVER_BOUND,
+               message=f"DNS flips to the branch; log:\n{synch.log()}")
+    assert time.monotonic() - cut <= FAILOVER_BOUND
+    status = wait_state(synch, 2, Monitor="Failed", Service="Failover")
+    assert status["Service"] == "Failover"
+    assert synch.soa_serial() > serial
+    before = synch.details()["Probes"]
+
+    central.start()
+    wait_state(synch, 30, Monitor="Stable", Service="Normal")
+    assert synch.resolve_a() == "127.0.0.10"
+    after = synch.details()
+    # Fallback needed aliveThreshold good probes in a row after the central came back.
+    assert after["Probes"]["success"] - before["success"] >= ALIVE
+    assert after["Failovers"] >= 1 and after["Fallbacks"] >= 1
+
+
+def test_silent_central_host_fails_over_within_the_bound(
+    tmp_path: Path, asterisk_factory: Callable[..., AsteriskInstance],
+    branch: AsteriskInstance, upstream: Dnsmasq, netns_factory: Callable[..., Netns],
+) -> None:
+    ns = netns_factory()
+    central = asterisk_factory(
+        "central-ns", netns=ns.name, ami_host=ns.ns_addr, ami_port=5038, sip_port=5060,
+        sip_host=ns.ns_addr, configs=central_configs(),
+    )
+    synch = make_synch(tmp_path, central, branch, upstream, central_host=ns.ns_addr)
+    synch.start()
+    try:
+        wait_state(synch, 15, Monitor="Stable", Service="Normal")
+        ns.drop_all()  # packets vanish: connects and replies time out
+        cut = time.monotonic()
+        wait_until(lambda: synch.resolve_a() == "127.0.0.20", FAILOVER_BOUND,
+                   message=f"DNS flips on a silent host; log:\n{synch.log()}")
+        assert time.monotonic() - cut <= FAILOVER_BOUND
+        details = synch.details()
+        assert details["Monitor"] == "Failed"
+        assert details["Probes"]["error"] >= ERRORS_TO_FAIL
+        ns.restore()
+        wait_state(synch, 30, Monitor="Stable", Service="Normal")
+    finally:
+        synch.stop()
+
+
+def test_dns_local_and_forwarded_answers(synch: SynchProcess) -> None:
+    from dnslib import QTYPE, RCODE
+
+    for tcp in (False, True):
+        srv = synch.query("_sip._udp.example.local", "SRV", tcp=tcp)
+        assert [str(rr.rdata) for rr in srv.rr] == ["0 0 5060 sip.example.local."]
+        aaaa = synch.query("sip.example.local", "AAAA", tcp=tcp)
+        assert aaaa.header.rcode == RCODE.NOERROR and not aaaa.rr
+        assert aaaa.auth and aaaa.auth[0].rtype == QTYPE.SOA
+        nx = synch.query("nothere.example.local", tcp=tcp)
+        assert nx.header.rcode == RCODE.NXDOMAIN and nx.header.aa
+        fwd = synch.query("www.example.org", tcp=tcp)
+        assert [str(rr.rdata) for rr in fwd.rr] == ["127.0.0.42"]
+
+
+def test_status_socket_is_byte_exact(synch: SynchProcess) -> None:
+    reply = synch.ask(f"GetStatus({TOKEN})")
+    assert reply.startswith('[{"Timestamp":"') and reply.endswith('"}]\n')
+    ts = reply[len('[{"Timestamp":"'):][:14]
+    assert ts.isdigit() and len(ts) == 14
+    assert reply[len('[{"Timestamp":"') + 14:].startswith('","Monitor":"')
+    assert synch.ask("GetStatus(wrong)") == "Token error. Bye bye!\n"
+    assert synch.ask("GetStatus()") == "Token error. Bye bye!\n"
+    assert synch.ask(f"Reboot({TOKEN})") == "Action error. Bye bye!\n"
+    nc = subprocess.run(
+        ["nc", "-N", "127.0.0.1", str(synch.config["servicecontrol"]["port"])],
+        input=f"GetStatus({TOKEN})\n", capture_output=True, text=True, timeout=10, check=True,
+    )
+    assert nc.stdout.startswith('[{"Timestamp":"') and nc.stdout.count("\n") == 1
+
+
+def test_status_socket_serves_100_clients_at_once(synch: SynchProcess) -> None:
+    port = synch.config["servicecontrol"]["port"]
+    sockets = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(100)]
+    try:
+        for s in sockets:
+            s.sendall(f"GetStatus({TOKEN})\n".encode())
+        replies = []
+        for s in sockets:
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+            replies.append(data.decode())
+    finally:
+        for s in sockets:
+            s.close()
+    assert len(replies) == 100
+    assert all(r.startswith('[{"Timestamp":"') and r.endswith("}]\n") for r in replies)
+
+
+def test_admin_override_forces_failover_until_auto(synch: SynchProcess) -> None:
+    wait_state(synch, 10, Monitor="Stable", Service="Normal")
+    assert synch.admin("Failover")["ok"] is True
+    assert synch.resolve_a() == "127.0.0.20"
+    assert synch.status()["Service"] == "Failover"
+    assert synch.ask("Failover(token1)") == "Token error. Bye bye!\n"  # needs the admin token
+    synch.admin("Auto")
+    assert synch.resolve_a() == "127.0.0.10"
+
+
+def test_metrics_pass_promtool(synch: SynchProcess) -> None:
+    wait_state(synch, 10, Monitor="Stable")
+    synch.query("sip.example.local")
+    body = urllib.request.urlopen(synch.metrics_url, timeout=5).read().decode()
+    check = subprocess.run(["promtool", "check", "metrics"], input=body,
+                           capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert 'synch_monitor_state{state="Stable"} 1.0' in body
+    assert 'synch_service_state{state="Normal"} 1.0' in body
+    assert 'synch_dns_queries_total{answer="local"}' in body
+    assert 'synch_build_info{version="' in body
+
+
+def test_sigterm_stops_within_two_seconds(synch: SynchProcess) -> None:
+    assert synch.proc is not None
+    start = time.monotonic()
+    code = synch.stop(signal.SIGTERM, timeout=5)
+    assert code == 0, synch.log()
+    assert time.monotonic() - start < 2.0, synch.log()
+    assert "stopped" in synch.log()
+
+
+def test_bind_failure_is_fatal_and_never_reported_started(
+    tmp_path: Path, central: AsteriskInstance, branch: AsteriskInstance, upstream: Dnsmasq
+) -> None:
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        proc = make_synch(tmp_path, central, branch, upstream,
+                          servicecontrol={"port": taken.getsockname()[1]})
+        result = subprocess.run(proc.command("run"), capture_output=True, text=True,
+                                timeout=20, check=False)
+    finally:
+        taken.close()
+    assert result.returncode != 0
+    assert "cannot listen for status socket" in result.stderr
+    assert "started" not in result.stderr
+
+
+def test_check_config_names_every_bad_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"probemonitor": {"interval": -1, "failuretolerence": 5},'
+                   ' "dnsservice": {"port": 70000}}')
+    result = subprocess.run(
+        [sys.executable, "-m", "synch.cli", "check-config", "-c", str(bad)],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 2
+    for key in ("probemonitor.interval", "probemonitor.failuretolerence", "dnsservice.port",
+                "amiremote.hostname"):
+        assert key in result.stderr, result.stderr

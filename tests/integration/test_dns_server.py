@@ -1,0 +1,439 @@
+"""The DNS servers over real UDP and TCP on 127.0.0.1, queried with dig and dnslib.
+
+The servers run in their own process (tests/integration/dns_server_app.py); the upstream is a
+real dnsmasq on loopback (tests/lab/dnsmasq.py) or a UDP socket that never answers. The state
+switch is the target file the app re-reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dnslib import QTYPE, RCODE, DNSRecord
+from gevent import socket as gsocket
+
+from synch.config import DnsSettings, Endpoint
+from synch.dns.server import DnsServers, DnsService
+from synch.dns.zone import ZoneView
+from synch.metrics import Metrics
+from tests.lab.dnsmasq import Dnsmasq, SilentUdpServer
+
+ROOT = Path(__file__).resolve().parents[2]
+NORMAL = "10.0.0.254"
+FAILOVER = "127.0.0.77"
+UPSTREAM_NAME = "example.org"
+UPSTREAM_ADDRESS = "127.0.0.42"
+REPLY_TIMEOUT = 10.0  # generous: the machine is shared; only a hang should ever reach it
+
+
+@dataclass
+class DnsApp:
+    proc: subprocess.Popen[bytes]
+    udp_port: int
+    tcp_port: int
+    target_file: Path
+    counters: dict[str, float] = field(default_factory=dict)
+
+    def switch(self, target: str) -> None:
+        tmp = self.target_file.with_suffix(".tmp")
+        tmp.write_text(target + "\n")
+        tmp.replace(self.target_file)
+
+    def stop(self) -> dict[str, float]:
+        """SIGTERM, then the counters it prints; fails if the server died during the test."""
+        assert self.proc.poll() is None, "the DNS server died during the test"
+        self.proc.send_signal(signal.SIGTERM)
+        out, err = self.proc.communicate(timeout=REPLY_TIMEOUT)
+        assert self.proc.returncode == 0, err.decode(errors="replace")
+        for line in out.decode().splitlines():
+            if line.startswith("COUNTERS "):
+                self.counters = json.loads(line.removeprefix("COUNTERS "))
+        return self.counters
+
+
+def _spawn(tmp_path: Path, **overrides: Any) -> subprocess.Popen[bytes]:
+    settings: dict[str, Any] = {
+        "listenaddress": "127.0.0.1",
+        "port": 0,
+        "domain": "example.local",
+        "record": "sip",
+        "recordttl": 30,
+        "targetnormal": NORMAL,
+        "targetfailover": FAILOVER,
+        "forwardtimeout": 1.0,
+        "minttl": 60,
+    }
+    settings.update(overrides)
+    settings_file = tmp_path / f"dns-{time.monotonic_ns()}.json"
+    settings_file.write_text(json.dumps(settings))
+    target_file = tmp_path / "target"
+    if not target_file.exists():
+        target_file.write_text(NORMAL + "\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "tests.integration.dns_server_app", str(settings_file)]
+    return subprocess.Popen(
+        [*cmd, str(target_file)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+@pytest.fixture
+def start_dns(tmp_path: Path) -> Iterator[Callable[..., DnsApp]]:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(**overrides: Any) -> DnsApp:
+        proc = _spawn(tmp_path, **overrides)
+        started.append(proc)
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], REPLY_TIMEOUT)
+        line = proc.stdout.readline().decode() if ready else ""
+        if not line.startswith("PORT "):
+            proc.kill()
+            _, err = proc.communicate()
+            raise AssertionError(f"DNS server did not start: {line!r} {err.decode()}")
+        _, udp, tcp = line.split()
+        return DnsApp(proc, int(udp), int(tcp), tmp_path / "target")
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+@pytest.fixture(scope="module")
+def dnsmasq() -> Iterator[Dnsmasq]:
+    with Dnsmasq(records={UPSTREAM_NAME: UPSTREAM_ADDRESS}) as upstream:
+        yield upstream
+
+
+def forwarders(*servers: Dnsmasq | SilentUdpServer) -> list[list[object]]:
+    return [[server.host, server.port] for server in servers]
+
+
+# -- clients --
+
+
+def dig(port: int, *args: str) -> str:
+    result = subprocess.run(
+        ["dig", "@127.0.0.1", "-p", str(port), "+time=5", "+tries=1", *args],
+        capture_output=True,
+        text=True,
+        timeout=REPLY_TIMEOUT,
+        check=False,
+    )
+    return result.stdout
+
+
+def udp(port: int, query: bytes | DNSRecord, timeout: float = REPLY_TIMEOUT) -> DNSRecord:
+    data = query.pack() if isinstance(query, DNSRecord) else query
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.sendto(data, ("127.0.0.1", port))
+        reply, _ = sock.recvfrom(65535)
+    return DNSRecord.parse(reply)
+
+
+def tcp_send(sock: socket.socket, data: bytes) -> None:
+    sock.sendall(struct.pack("!H", len(data)) + data)
+
+
+def tcp_recv(sock: socket.socket) -> DNSRecord | None:
+    """One length-prefixed reply; None if the server closed the connection."""
+    header = _recv_exactly(sock, 2)
+    if header is None:
+        return None
+    body = _recv_exactly(sock, struct.unpack("!H", header)[0])
+    return DNSRecord.parse(body) if body is not None else None
+
+
+def _recv_exactly(sock: socket.socket, count: int) -> bytes | None:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def tcp(port: int, query: DNSRecord) -> DNSRecord | None:
+    with socket.create_connection(("127.0.0.1", port), timeout=REPLY_TIMEOUT) as sock:
+        tcp_send(sock, query.pack())
+        return tcp_recv(sock)
+
+
+def question(name: str, qtype: str = "A") -> DNSRecord:
+    return DNSRecord.question(name, qtype)
+
+
+# -- the zone, through dig --
+
+
+def test_dig_a_record_over_udp_and_tcp(start_dns: Callable[..., DnsApp]) -> None:
+    app = start_dns()
+    assert dig(app.udp_port, "SIP.Example.Local", "A", "+short").split() == [NORMAL]
+    assert dig(app.tcp_port, "sip.example.local", "A", "+short", "+tcp").split() == [NORMAL]
+    full = dig(app.udp_port, "sip.example.local", "A")
+    assert "status: NOERROR" in full and " aa " in full.split("flags:")[1].split(";")[0] + " "
+    assert app.udp_port == app.tcp_port  # port 0 gives one number for both
+    counters = app.stop()
+    assert counters["local"] == 3
+
+
+def test_dig_zone_records(start_dns: Callable[..., DnsApp]) -> None:
+    app = start_dns()
+    port = app.udp_port
+    assert dig(port, "_sip._udp.example.local", "SRV", "+short").split() == [
+        "0",
+        "0",
+        "5060",
+        "sip.example.local.",
+    ]
+    assert dig(port, "_sip._tcp.example.local", "SRV", "+short", "+tcp").split()[3] == (
+        "sip.example.local."
+    )
+    assert dig(port, "example.local", "NS", "+short").split() == ["ns.example.local."]
+    soa = dig(port, "example.local", "SOA", "+short").split()
+    assert soa[:2] == ["ns.example.local.", "hostmaster.example.local."]
+    aaaa = dig(port, "sip.example.local", "AAAA")
+    assert "status: NOERROR" in aaaa and "ANSWER: 0" in aaaa
+    assert "AUTHORITY: 1" in aaaa and "SOA" in aaaa.split("AUTHORITY SECTION:")[1]
+    nx = dig(port, "nothing.example.local", "A")
+    assert "status: NXDOMAIN" in nx and "SOA" in nx.split("AUTHORITY SECTION:")[1]
+    app.stop()
+
+
+def test_edns_is_answered_with_edns(start_dns: Callable[..., DnsApp]) -> None:
+    app = start_dns()
+    assert "OPT PSEUDOSECTION" in dig(app.udp_port, "sip.example.local", "+edns=0")
+    assert "OPT PSEUDOSECTION" not in dig(app.udp_port, "sip.example.local", "+noedns")
+    app.stop()
+
+
+def test_state_switch_changes_the_answer_and_grows_the_serial(
+    start_dns: Callable[..., DnsApp],
+) -> None:
+    app = start_dns()
+    before = udp(app.udp_port, question("example.local", "SOA")).rr[0].rdata.times[0]
+    assert str(udp(app.udp_port, question("sip.example.local")).rr[0].rdata) == NORMAL
+    app.switch(FAILOVER)
+    assert str(udp(app.udp_port, question("sip.example.local")).rr[0].rdata) == FAILOVER
+    reply = tcp(app.tcp_port, question("sip.example.local"))
+    assert reply is not None and str(reply.rr[0].rdata) == FAILOVER
+    after = udp(app.udp_port, question("example.local", "SOA")).rr[0].rdata.times[0]
+    assert after > before
+    app.stop()
+
+
+# -- forwarding --
+
+
+def test_forwarded_to_dnsmasq_over_udp_and_tcp(
+    start_dns: Callable[..., DnsApp], dnsmasq: Dnsmasq
+) -> None:
+    app = start_dns(forwarders=forwarders(dnsmasq))
+    assert dig(app.udp_port, UPSTREAM_NAME, "+short").split() == [UPSTREAM_ADDRESS]
+    assert dig(app.tcp_port, UPSTREAM_NAME, "+short", "+tcp").split() == [UPSTREAM_ADDRESS]
+    query = question(UPSTREAM_NAME)
+    query.header.id = 4321
+    reply = udp(app.udp_port, query)
+    assert reply.header.id == 4321 and reply.header.ra == 1
+    assert udp(app.udp_port, question("unknown.example.net")).header.rcode == RCODE.NXDOMAIN
+    counters = app.stop()
+    assert counters["forwarded"] == 4
+
+
+def test_silent_forwarders_give_servfail_within_the_bound(
+    start_dns: Callable[..., DnsApp],
+) -> None:
+    timeout = 0.5
+    with SilentUdpServer() as first, SilentUdpServer() as second:
+        app = start_dns(forwarders=forwarders(first, second), forwardtimeout=timeout)
+        bound = timeout * 2 + 0.5  # the contract: forwardtimeout × forwarders + 0.5 s
+        query = question(UPSTREAM_NAME)
+        query.header.id = 999
+        # Generous margin for a loaded machine; without the fix the client would get nothing.
+        reply = udp(app.udp_port, query, timeout=bound + 2.0)
+        assert (reply.header.id, reply.header.rcode) == (999, RCODE.SERVFAIL)
+        assert first.received >= 1 and second.received >= 1
+        tcp_reply = tcp(app.tcp_port, question(UPSTREAM_NAME))
+        assert tcp_reply is not None and tcp_reply.header.rcode == RCODE.SERVFAIL
+        counters = app.stop()
+    assert counters["servfail"] == 2
+
+
+def test_first_forwarder_silent_second_answers(
+    start_dns: Callable[..., DnsApp], dnsmasq: Dnsmasq
+) -> None:
+    with SilentUdpServer() as silent:
+        app = start_dns(forwarders=forwarders(silent, dnsmasq), forwardtimeout=0.5)
+        reply = udp(app.udp_port, question(UPSTREAM_NAME))
+        assert [str(rr.rdata) for rr in reply.rr] == [UPSTREAM_ADDRESS]
+        assert silent.received >= 1
+        app.stop()
+
+
+def test_slow_forward_does_not_hold_up_local_answers(start_dns: Callable[..., DnsApp]) -> None:
+    with SilentUdpServer() as silent:
+        app = start_dns(forwarders=forwarders(silent), forwardtimeout=3.0)
+        forwarded, local = question(UPSTREAM_NAME), question("sip.example.local")
+        forwarded.header.id, local.header.id = 1, 2
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(REPLY_TIMEOUT)
+            sock.sendto(forwarded.pack(), ("127.0.0.1", app.udp_port))
+            sock.sendto(local.pack(), ("127.0.0.1", app.udp_port))
+            order = [DNSRecord.parse(sock.recvfrom(65535)[0]).header.id for _ in range(2)]
+        assert order == [2, 1]
+        app.stop()
+
+
+def test_no_forwarders_refuses_outside_names(start_dns: Callable[..., DnsApp]) -> None:
+    app = start_dns()
+    assert udp(app.udp_port, question(UPSTREAM_NAME)).header.rcode == RCODE.REFUSED
+    app.stop()
+
+
+# -- garbage --
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"", b"\x00", b"\xde\xad\xbe\xef" * 8, os.urandom(10_000), b"\x12\x34\x01\x00" + b"\xff" * 40],
+    ids=["empty", "one-byte", "binary", "10KB", "bad-question"],
+)
+def test_udp_garbage_then_a_normal_query(start_dns: Callable[..., DnsApp], garbage: bytes) -> None:
+    app = start_dns()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(garbage, ("127.0.0.1", app.udp_port))
+    assert str(udp(app.udp_port, question("sip.example.local")).rr[0].rdata) == NORMAL
+    app.stop()
+
+
+def test_udp_garbage_with_a_readable_header_gets_formerr(
+    start_dns: Callable[..., DnsApp],
+) -> None:
+    app = start_dns()
+    reply = udp(app.udp_port, b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x3fshort")
+    assert (reply.header.id, reply.header.rcode) == (0x1234, RCODE.FORMERR)
+    assert app.stop()["formerr"] == 1
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        struct.pack("!H", 0),
+        struct.pack("!H", 8) + b"\xde\xad\xbe\xef" * 2,
+        struct.pack("!H", 10_000) + os.urandom(10_000),
+        b"GET / HTTP/1.0\r\n\r\n",
+    ],
+    ids=["zero-length", "binary", "10KB", "http"],
+)
+def test_tcp_garbage_closes_that_connection_only(
+    start_dns: Callable[..., DnsApp], garbage: bytes
+) -> None:
+    app = start_dns()
+    with socket.create_connection(("127.0.0.1", app.tcp_port), timeout=REPLY_TIMEOUT) as bad:
+        bad.sendall(garbage)
+        bad.shutdown(socket.SHUT_WR)  # the HTTP case would otherwise wait for the idle timeout
+        while tcp_recv(bad) is not None:  # at most a FORMERR, then the server closes
+            pass
+    reply = tcp(app.tcp_port, question("sip.example.local"))
+    assert reply is not None and str(reply.rr[0].rdata) == NORMAL
+    app.stop()
+
+
+def test_tcp_several_queries_on_one_connection(
+    start_dns: Callable[..., DnsApp], dnsmasq: Dnsmasq
+) -> None:
+    app = start_dns(forwarders=forwarders(dnsmasq))
+    queries = [question("sip.example.local"), question(UPSTREAM_NAME), question("x.example.local")]
+    with socket.create_connection(("127.0.0.1", app.tcp_port), timeout=REPLY_TIMEOUT) as sock:
+        replies = []
+        for query in queries:
+            tcp_send(sock, query.pack())
+            replies.append(tcp_recv(sock))
+    assert [r.header.id if r else None for r in replies] == [q.header.id for q in queries]
+    assert str(replies[0].rr[0].rdata) == NORMAL  # type: ignore[union-attr]
+    assert str(replies[1].rr[0].rdata) == UPSTREAM_ADDRESS  # type: ignore[union-attr]
+    assert replies[2].header.rcode == RCODE.NXDOMAIN  # type: ignore[union-attr]
+    app.stop()
+
+
+def test_tcp_pipelined_queries_in_one_write(start_dns: Callable[..., DnsApp]) -> None:
+    app = start_dns()
+    queries = [question("sip.example.local"), question("example.local", "SOA")]
+    with socket.create_connection(("127.0.0.1", app.tcp_port), timeout=REPLY_TIMEOUT) as sock:
+        sock.sendall(b"".join(struct.pack("!H", len(q.pack())) + q.pack() for q in queries))
+        replies = [tcp_recv(sock), tcp_recv(sock)]
+    assert [r.q.qtype if r else None for r in replies] == [QTYPE.A, QTYPE.SOA]
+    app.stop()
+
+
+def test_bind_failure_is_an_error_naming_the_address(start_dns: Callable[..., DnsApp]) -> None:
+    app = start_dns()
+    with pytest.raises(AssertionError, match=r"DNS cannot listen on 127\.0\.0\.1 UDP port"):
+        start_dns(port=app.udp_port)
+    app.stop()
+
+
+# -- DnsServers in this process (gevent sockets, no monkey patching needed) --
+
+
+def _in_process_servers(forward_pool_size: int, upstream_port: int) -> DnsServers:
+    settings = DnsSettings(
+        domain="example.local",
+        forwarders=(Endpoint("127.0.0.1", upstream_port),),
+        forwardtimeout=3.0,
+    )
+    service = DnsService(settings, lambda: ZoneView(NORMAL, 1), Metrics())
+    servers = DnsServers(service, "127.0.0.1", 0, forward_pool_size=forward_pool_size)
+    servers.start()
+    return servers
+
+
+def test_full_forward_pool_answers_servfail_at_once() -> None:
+    silent = gsocket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    servers = _in_process_servers(1, silent.getsockname()[1])
+    client = gsocket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.settimeout(REPLY_TIMEOUT)
+    try:
+        first, second = question(UPSTREAM_NAME), question("www.example.net")
+        first.header.id, second.header.id = 1, 2
+        client.sendto(first.pack(), ("127.0.0.1", servers.udp_port))
+        silent.recvfrom(65535)  # the first query is out, holding the only pool slot
+        client.sendto(second.pack(), ("127.0.0.1", servers.udp_port))
+        reply = DNSRecord.parse(client.recvfrom(65535)[0])
+        assert (reply.header.id, reply.header.rcode) == (2, RCODE.SERVFAIL)
+    finally:
+        client.close()
+        servers.stop()
+        silent.close()
+
+
+def test_bind_failure_raises_oserror_naming_address_and_protocol() -> None:
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    settings = DnsSettings(domain="example.local")
+    service = DnsService(settings, lambda: ZoneView(NORMAL, 1), Metrics())
+    try:
+        with pytest.raises(OSError, match=rf"DNS cannot listen on 127\.0\.0\.1 TCP port {port}"):
+            DnsServers(service, "127.0.0.1", port).start()
+    finally:
+        taken.close()
