@@ -4,7 +4,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 # Debian packages the lab, the tests and the demo use (Asterisk itself lives in a cached sid chroot).
 DEB_PACKAGES := debootstrap sip-tester dnsmasq-base prometheus dnsutils iproute2 netcat-openbsd \
-                git curl python3-venv iptables
+                git curl python3-venv nftables
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup deps lab test test-fast lint demo bench fuzz wheel clean

@@ -177,10 +177,11 @@ class _Session(pyst2.Manager):  # type: ignore[misc]
         self._sock = _BufferedStream(sock)
         self._connected.set()
         self._running.set()
+        # Registered as a waiter before the reader starts, so that EOF before the greeting
+        # wakes us (pyst2 does not; registering after the start races with a quick EOF).
+        self._reswaiting.insert(0, 1)
         self.message_thread.start()
         self.event_dispatch_thread.start()
-        # Registered as a waiter so that EOF before the greeting wakes us (pyst2 does not).
-        self._reswaiting.insert(0, 1)
         return self._response_queue.get()
 
     def close(self) -> None:

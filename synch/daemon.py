@@ -21,7 +21,7 @@ from gevent.pywsgi import WSGIServer
 from prometheus_client import make_wsgi_app
 
 from synch import __version__
-from synch.ami import AmiClient, probe_once
+from synch.ami import AmiClient, AmiError, probe_once
 from synch.config import Settings
 from synch.control.protocol import ControlProtocol, StatusSnapshot
 from synch.control.server import ControlServer
@@ -34,6 +34,8 @@ from synch.states import Monitor, Service, ServiceControl, SyncState
 from synch.sync.job import Outcome, SyncJob
 
 log = logging.getLogger("synch")
+
+BRANCH_CHECK_SECONDS = 15.0
 
 
 class StartupError(Exception):
@@ -60,6 +62,8 @@ class Daemon:
         self._stop = gevent.event.Event()
         self._group = gevent.pool.Group()
         self._notifier = Notifier()
+        self.branch_reachable: bool | None = None
+        self.metrics.sync_interval.set(settings.syncmanager.interval)
         self.metrics.watch_states(
             lambda: (self.monitor.state, self.sync_state, self.service.current)
         )
@@ -130,7 +134,9 @@ class Daemon:
             self.fallbacks += 1
             self.metrics.fallbacks.inc()
         forced = " (forced by admin)" if self.service.forced is not None else ""
-        log.warning(
+        self.metrics.service_forced.set(1 if self.service.forced is not None else 0)
+        log.log(
+            logging.WARNING if new is Service.FAILOVER else logging.INFO,
             "service %s -> %s%s: %s now resolves to %s",
             old.value,
             new.value,
@@ -169,6 +175,7 @@ class Daemon:
             "Probes": dict(self.probe_counts),
             "LastProbe": dict(self.last_probe),
             "CentralReachable": self.last_probe.get("Result") == ProbeResult.SUCCESS.value,
+            "BranchReachable": self.branch_reachable,
             "Failovers": self.failovers,
             "Fallbacks": self.fallbacks,
             "LastSync": dict(self.last_sync),
@@ -179,10 +186,12 @@ class Daemon:
     def force(self, service: Service) -> None:
         log.warning("admin forces service %s", service.value)
         self.service.force(service)
+        self.metrics.service_forced.set(1)
 
     def auto(self) -> None:
         log.warning("admin returns service control to the probes")
         self.service.auto()
+        self.metrics.service_forced.set(0)
 
     def sync_now(self) -> dict[str, object]:
         outcome = self._sync_cycle("admin request")
@@ -198,6 +207,7 @@ class Daemon:
         if self.monitor.state is Monitor.INIT:
             return "central has not answered a probe yet"
         paused = self.sync_job.history.paused
+        self.metrics.sync_paused.set(1 if paused else 0)
         return f"automatic sync paused: {paused}" if paused else ""
 
     def _sync_loop(self) -> None:
@@ -223,6 +233,7 @@ class Daemon:
 
     def _record_sync(self, outcome: Outcome, seconds: float, why: str) -> None:
         self.metrics.sync_runs.labels(result=outcome.result).inc()
+        self.metrics.last_sync_attempt.set(time.time())
         self.metrics.sync_duration.observe(seconds)
         self.last_sync = {
             "Result": outcome.result,
@@ -242,15 +253,14 @@ class Daemon:
         for warning in outcome.warnings:
             log.warning("sync: %s", warning)
         if outcome.result == "applied" and outcome.change is not None:
-            log.warning(
-                "sync (%s) applied %s as %s", why, outcome.change, (outcome.commit or "")[:10]
-            )
+            log.info("sync (%s) applied %s as %s", why, outcome.change, (outcome.commit or "")[:10])
         elif outcome.result in ("guarded", "failed"):
             log.error("sync (%s) %s: %s", why, outcome.result, outcome.reason)
         else:
             log.debug("sync (%s) %s in %.3fs", why, outcome.result, seconds)
         if old != self.sync_state:
-            log.warning("sync %s -> %s", old.value, self.sync_state.value)
+            level = logging.WARNING if self.sync_state is SyncState.UNSYNCED else logging.INFO
+            log.log(level, "sync %s -> %s", old.value, self.sync_state.value)
 
     # -- greenlets ----------------------------------------------------------------------------
 
@@ -275,11 +285,14 @@ class Daemon:
             "Error": error,
             "Timestamp": datetime.now().strftime("%Y%m%d%H%M%S"),
         }
-        if result is not ProbeResult.SUCCESS:
+        if result is ProbeResult.SUCCESS:
+            self.metrics.central_roundtrip.set(seconds)
+        else:
             log.info("probe of central %s: %s", self._probe_client_name(), error or result.value)
         old, new = self.monitor.record(result)
         if old != new:
-            log.warning(
+            log.log(
+                logging.WARNING if new is Monitor.FAILED else logging.INFO,
                 "monitor %s -> %s (ok=%d points=%d)",
                 old.value,
                 new.value,
@@ -298,6 +311,22 @@ class Daemon:
     def _probe_client_name(self) -> str:
         ar = self.settings.amiremote
         return f"{ar.hostname}:{ar.port}"
+
+    def _branch_check_loop(self) -> None:
+        """Is the branch Asterisk answering? Failing over to a dead branch helps no phone."""
+        while not self._stop.is_set():
+            try:
+                self._branch_client.ping()
+                reachable = True
+            except AmiError as exc:
+                reachable = False
+                if self.branch_reachable is not False:
+                    log.warning("branch Asterisk AMI not answering: %s", exc)
+            if reachable and self.branch_reachable is False:
+                log.info("branch Asterisk AMI answering again")
+            self.branch_reachable = reachable
+            self.metrics.branch_ami_up.set(1 if reachable else 0)
+            self._stop.wait(BRANCH_CHECK_SECONDS)
 
     def _watchdog_loop(self, period: float) -> None:
         # Ping only while the probe loop is alive: a wedged daemon gets restarted by systemd.
@@ -335,6 +364,7 @@ class Daemon:
                 raise StartupError(f"cannot listen for {what}: {exc.strerror or exc}") from exc
         self._spawn(self._probe_loop)
         self._spawn(self._sync_loop)
+        self._spawn(self._branch_check_loop)
         if self._notifier.watchdog_seconds:
             self._spawn(self._watchdog_loop, self._notifier.watchdog_seconds / 2)
         log.info(

@@ -104,6 +104,34 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.central_roundtrip = Gauge(
+            "synch_central_ami_roundtrip_seconds",
+            "Duration of the last successful probe of the central (mostly the Ping round trip).",
+            registry=r,
+        )
+        self.branch_ami_up = Gauge(
+            "synch_branch_ami_up",
+            "1 when the branch's own Asterisk answered its last AMI check (failover needs it).",
+            registry=r,
+        )
+        self.service_forced = Gauge(
+            "synch_service_forced",
+            "1 while an admin override (Failover/Normal) holds the service state.",
+            registry=r,
+        )
+        self.sync_paused = Gauge(
+            "synch_sync_paused",
+            "1 while automatic sync is paused after a rollback (until `synch resume`).",
+            registry=r,
+        )
+        self.sync_interval = Gauge(
+            "synch_sync_interval_seconds", "Configured seconds between sync cycles.", registry=r
+        )
+        self.last_sync_attempt = Gauge(
+            "synch_last_sync_attempt_timestamp_seconds",
+            "Unix time of the last sync cycle, whatever its result (0: never).",
+            registry=r,
+        )
         for result in PROBE_RESULTS:
             self.probes.labels(result=result)
         for result in SYNC_RESULTS:

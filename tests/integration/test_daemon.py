@@ -4,9 +4,9 @@ status socket and metrics, seen from outside as an operator and a phone would.""
 from __future__ import annotations
 
 import signal
-import sys
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator

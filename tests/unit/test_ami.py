@@ -315,7 +315,7 @@ def test_bad_session_is_dropped_and_the_next_call_reconnects(handler, expect: st
     with FakeAmi(first_then_normal(handler)) as fake:
         out = run_patched(
             """
-            c = client(timeout=2)
+            c = client(timeout=5)
             out["first"] = attempt(c.ping)
             out["second"] = attempt(c.ping)
             out["third"] = attempt(c.ping)
@@ -325,7 +325,7 @@ def test_bad_session_is_dropped_and_the_next_call_reconnects(handler, expect: st
         assert fake.connections == 2
     assert out["first"]["type"] == "AmiTransportError"
     assert expect in out["first"]["error"]
-    assert out["first"]["seconds"] < 2, "a fault is reported at once, not at the timeout"
+    assert out["first"]["seconds"] < 4, "a fault is reported at once, not at the timeout"
     assert out["second"]["ok"] and out["third"]["ok"]
 
 
@@ -387,7 +387,7 @@ def test_close_on_a_hung_peer_returns_at_once_and_wakes_the_caller() -> None:
         )
         assert fake.connections == 2
         assert len(fake.actions_named("CoreStatus")) == 1
-    assert out["close_seconds"] < 1.0
+    assert out["close_seconds"] < 2.0, "close() waits for nothing"
     assert out["pending"]["type"] == "AmiTransportError"
     assert out["pending"]["seconds"] < TIMEOUT_SLACK, "woken by close, not by its 30 s timeout"
     assert out["again"]["ok"]
