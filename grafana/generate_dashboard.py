@@ -17,6 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+try:
+    import grafana_foundation_sdk  # noqa: F401
+except ModuleNotFoundError as exc:  # say which version: the bare name picks the wrong flavour
+    raise SystemExit(
+        "generate_dashboard.py needs grafana-foundation-sdk: "
+        ".venv/bin/pip install 'grafana-foundation-sdk==1769699379!11.6.0'"
+    ) from exc
+
 from grafana_foundation_sdk.builders import common, prometheus, stat, statetimeline, timeseries
 from grafana_foundation_sdk.builders.dashboard import (
     Dashboard,
@@ -57,6 +65,10 @@ RATE = "$__rate_interval"
 MONITOR = (("Init", "text"), ("Unstable", "yellow"), ("Failed", "red"), ("Stable", "green"))
 SYNC = (("Init", "text"), ("Unsynced", "red"), ("Synced", "green"))
 SERVICE = (("Init", "text"), ("Normal", "green"), ("Failover", "orange"))
+# 0/1 gauges shown as words.
+BRANCH_AMI = (("Down", "red"), ("Up", "green"))
+FORCED = (("Auto", "green"), ("Forced", "orange"))
+PAUSED = (("Running", "green"), ("Paused", "orange"))
 
 
 P = TypeVar("P", timeseries.Panel, stat.Panel, statetimeline.Panel)
@@ -77,6 +89,11 @@ def state_code(metric: str, states: Sequence[tuple[str, str]]) -> str:
         if i > 0
     ]
     return " + ".join(terms)
+
+
+def flag(metric: str) -> str:
+    """A 0/1 gauge, one value per branch."""
+    return f"max by (instance) ({metric}{{{SEL}}})"
 
 
 def state_mappings(states: Sequence[tuple[str, str]]) -> ValueMap:
@@ -188,7 +205,7 @@ def service_row(d: Dashboard) -> Dashboard:
             "Where DNS sends the phones: Normal = central PBX, Failover = this branch.",
             [Target(state_code("synch_service_state", SERVICE), "{{instance}}")],
             mappings=state_mappings(SERVICE),
-            w=5,
+            w=4,
         )
     )
     d = d.with_panel(
@@ -197,7 +214,25 @@ def service_row(d: Dashboard) -> Dashboard:
             "The probe monitor's verdict on the central PBX.",
             [Target(state_code("synch_monitor_state", MONITOR), "{{instance}}")],
             mappings=state_mappings(MONITOR),
-            w=5,
+            w=4,
+        )
+    )
+    d = d.with_panel(
+        single(
+            "Branch Asterisk",
+            "Does the branch's own Asterisk answer AMI? Failover sends the phones to it.",
+            [Target(flag("synch_branch_ami_up"), "{{instance}}")],
+            mappings=state_mappings(BRANCH_AMI),
+            w=4,
+        )
+    )
+    d = d.with_panel(
+        single(
+            "Admin override",
+            "Forced: an admin fixed the service state (Failover/Normal) until Auto(admintoken).",
+            [Target(flag("synch_service_forced"), "{{instance}}")],
+            mappings=state_mappings(FORCED),
+            w=3,
         )
     )
     d = d.with_panel(
@@ -212,7 +247,7 @@ def service_row(d: Dashboard) -> Dashboard:
                 )
             ],
             thresholds=((None, "green"), (1, "orange")),
-            w=5,
+            w=3,
         )
     )
     d = d.with_panel(
@@ -226,7 +261,7 @@ def service_row(d: Dashboard) -> Dashboard:
                     instant=True,
                 )
             ],
-            w=5,
+            w=3,
         )
     )
     d = d.with_panel(
@@ -234,7 +269,7 @@ def service_row(d: Dashboard) -> Dashboard:
             "Version",
             "synch version running on the branch.",
             [Target(f"synch_build_info{{{SEL}}}", "{{version}}", instant=True)],
-            w=4,
+            w=3,
         ).text_mode(BigValueTextMode.NAME)
     )
     d = d.with_panel(
@@ -269,7 +304,6 @@ def probe_row(d: Dashboard) -> Dashboard:
                 )
             ],
             "reqps",
-            w=12,
         )
     )
     d = d.with_panel(
@@ -278,7 +312,15 @@ def probe_row(d: Dashboard) -> Dashboard:
             "Time a probe took (connect, login, Ping); errors last until the timeout.",
             quantiles("synch_probe_duration_seconds"),
             "s",
-            w=12,
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Central AMI round trip",
+            "Duration of the last successful probe of the central PBX (mostly the AMI Ping round "
+            "trip); it keeps its last value while the probes fail.",
+            [Target(f"synch_central_ami_roundtrip_seconds{{{SEL}}}", "{{instance}}")],
+            "s",
         )
     )
     return d
@@ -297,6 +339,15 @@ def sync_row(d: Dashboard) -> Dashboard:
     )
     d = d.with_panel(
         single(
+            "Automatic sync",
+            "Paused after `synch rollback`, until `synch resume`.",
+            [Target(flag("synch_sync_paused"), "{{instance}}")],
+            mappings=state_mappings(PAUSED),
+            w=4,
+        )
+    )
+    d = d.with_panel(
+        single(
             "Since last successful sync",
             "Age of the last sync that ended Synced (empty: never).",
             [
@@ -307,7 +358,23 @@ def sync_row(d: Dashboard) -> Dashboard:
             ],
             unit="s",
             thresholds=((None, "green"), (900, "orange"), (3600, "red")),
-            w=4,
+            w=6,
+        ).no_value("never")
+    )
+    d = d.with_panel(
+        single(
+            "Since last sync attempt",
+            "Age of the last sync cycle, whatever its result; more than the sync interval "
+            "(shown below it) while the central is up means cycles are not running.",
+            [
+                Target(
+                    f"time() - (synch_last_sync_attempt_timestamp_seconds{{{SEL}}} > 0)",
+                    "{{instance}} age",
+                ),
+                Target(f"synch_sync_interval_seconds{{{SEL}}}", "{{instance}} interval"),
+            ],
+            unit="s",
+            w=5,
         ).no_value("never")
     )
     d = d.with_panel(
@@ -316,7 +383,7 @@ def sync_row(d: Dashboard) -> Dashboard:
             "Accounts in the branch's synced file.",
             [Target(f"synch_synced_accounts{{{SEL}}}", "{{instance}}")],
             thresholds=((None, "red"), (1, "green")),
-            w=4,
+            w=5,
         )
     )
     d = d.with_panel(
@@ -325,6 +392,7 @@ def sync_row(d: Dashboard) -> Dashboard:
             "Synced, Unsynced (last cycle failed or was refused).",
             "synch_sync_state",
             SYNC,
+            w=24,
         )
     )
     d = d.with_panel(

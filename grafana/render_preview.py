@@ -3,11 +3,16 @@ real Prometheus query_range answers.
 
     .venv/bin/python grafana/render_preview.py [--out grafana/preview.png] [--hours 6]
 
-Six hours of one simulated branch ("lyon") are produced with synch.metrics.Metrics(): a central
-outage (failover and fallback), a flaky hour, a sync refused by the remove guard and a SERVFAIL
-burst. The samples are backfilled into a fresh TSDB with `promtool tsdb create-blocks-from
-openmetrics`, Debian's prometheus serves them, and every panel's queries (tests/observability/
-queries.py, variables substituted as Grafana would) are evaluated with /api/v1/query_range.
+Six hours of one simulated branch ("lyon") are produced with synch.metrics.Metrics(): a
+maintenance window with the service forced to Failover, a central outage (failover and fallback),
+the branch Asterisk down for a while, a flaky spell, a sync refused by the remove guard, then a
+rollback pausing automatic sync, and a SERVFAIL burst. The samples are backfilled into a fresh
+TSDB with `promtool tsdb create-blocks-from openmetrics`, Debian's prometheus serves them, and
+every panel's queries (tests/observability/queries.py, variables substituted as Grafana would) are
+evaluated with /api/v1/query_range.
+
+`render()` draws from any Prometheus that scrapes synch: tests/observability/
+test_real_prometheus.py uses it on a run of the real daemon against the Asterisk lab.
 """
 
 from __future__ import annotations
@@ -75,6 +80,8 @@ class Branch:
     sync: SyncState = SyncState.INIT
     ok: int = 0
     points: int = 0
+    forced: Service | None = None  # admin override
+    paused: bool = False  # automatic sync paused after a rollback
     accounts: int = 40
     next_sync: float = 0.0
     events: list[str] = field(default_factory=list)
@@ -83,8 +90,10 @@ class Branch:
         m = self.metrics
         if central == "up" or (central == "flaky" and self.rng.random() < 0.75):
             self.ok += 1
+            seconds = self.rng.lognormvariate(math.log(0.02), 0.3)
             m.probes.labels(result="success").inc()
-            m.probe_duration.observe(self.rng.lognormvariate(math.log(0.02), 0.3))
+            m.probe_duration.observe(seconds)
+            m.central_roundtrip.set(seconds)
         elif central == "flaky":
             self.ok, self.points = 0, self.points + 1
             m.probes.labels(result="failure").inc()
@@ -106,20 +115,37 @@ class Branch:
         if self.monitor == old:
             return
         if self.monitor is Monitor.FAILED:
-            if self.service is not Service.FAILOVER:
-                self.metrics.failovers.inc()
-            self.service = Service.FAILOVER
+            self._switch(Service.FAILOVER)
         elif self.monitor is Monitor.STABLE:
-            if self.service is Service.FAILOVER:
-                self.metrics.fallbacks.inc()
-            self.service = Service.NORMAL
+            self._switch(Service.NORMAL)
             self.next_sync = 0.0  # entering Stable syncs now
 
+    def _switch(self, service: Service) -> None:
+        wanted = self.forced or service
+        if wanted is self.service:
+            return
+        if wanted is Service.FAILOVER:
+            self.metrics.failovers.inc()
+        elif self.service is Service.FAILOVER:
+            self.metrics.fallbacks.inc()
+        self.service = wanted
+
+    def override(self, forced: Service | None) -> None:
+        """An admin's Failover/Normal (or Auto: None)."""
+        if forced is self.forced:
+            return
+        self.forced = forced
+        self.metrics.service_forced.set(0 if forced is None else 1)
+        automatic = Service.NORMAL if self.monitor is Monitor.STABLE else Service.FAILOVER
+        self._switch(forced or automatic)
+
     def maybe_sync(self, now: float, central_accounts: int) -> None:
-        if self.monitor is Monitor.FAILED or now < self.next_sync:
+        self.metrics.sync_paused.set(1 if self.paused else 0)
+        if self.monitor is Monitor.FAILED or self.paused or now < self.next_sync:
             return
         self.next_sync = now + SYNC_INTERVAL
         m = self.metrics
+        m.last_sync_attempt.set(now)
         removed = max(0, self.accounts - central_accounts)
         if self.accounts and removed * 100 > 50 * self.accounts:
             result, self.sync = "guarded", SyncState.UNSYNCED
@@ -145,8 +171,19 @@ class Branch:
             m.dns_forward_duration.observe(2.0)
 
 
-def central_at(offset: float, hours: float) -> tuple[str, int]:
-    """Central PBX condition and account count at `offset` seconds into the simulation."""
+@dataclass(frozen=True)
+class Moment:
+    """What the world looks like at one point of the scenario."""
+
+    central: str  # up, down, flaky
+    accounts: int  # the site's accounts on the central
+    branch_asterisk_up: bool
+    forced: Service | None
+    paused: bool
+
+
+def scenario(offset: float, hours: float) -> Moment:
+    """The world at `offset` seconds into the simulation."""
     h = offset / 3600 * 6 / hours  # the scenario is written for 6 hours
     central = "up"
     if 2.0 <= h < 2.4:
@@ -156,7 +193,13 @@ def central_at(offset: float, hours: float) -> tuple[str, int]:
     accounts = 40 if h < 1.0 else 42
     if 4.8 <= h < 5.3:
         accounts = 12  # someone broke the central's accountcodes: the guard refuses
-    return central, accounts
+    return Moment(
+        central=central,
+        accounts=accounts,
+        branch_asterisk_up=not 3.0 <= h < 3.2,
+        forced=Service.FAILOVER if 0.5 <= h < 0.8 else None,  # a maintenance window
+        paused=5.5 <= h < 5.8,  # after a rollback, until `synch resume`
+    )
 
 
 def simulate(start: float, hours: float) -> Iterator[tuple[float, Metrics]]:
@@ -165,13 +208,17 @@ def simulate(start: float, hours: float) -> Iterator[tuple[float, Metrics]]:
     rng = Rng(1)
     branch = Branch(metrics, rng)
     metrics.watch_states(lambda: (branch.monitor, branch.sync, branch.service))
+    metrics.sync_interval.set(SYNC_INTERVAL)
     now, end = start, start + hours * 3600
     while now <= end:
-        central, accounts = central_at(now - start, hours)
+        moment = scenario(now - start, hours)
+        metrics.branch_ami_up.set(1 if moment.branch_asterisk_up else 0)
+        branch.override(moment.forced)
+        branch.paused = moment.paused
         for _ in range(int(SCRAPE / PROBE_INTERVAL)):
-            branch.probe(central)
-        branch.maybe_sync(now, accounts)
-        branch.dns(central, SCRAPE)
+            branch.probe(moment.central)
+        branch.maybe_sync(now, moment.accounts)
+        branch.dns(moment.central, SCRAPE)
         yield now, metrics
         now += SCRAPE
 
@@ -226,11 +273,21 @@ class Series:
     values: list[float]
 
 
-def fetch(prom: Any, panel: dict[str, Any], start: float, end: float, step: float) -> list[Series]:
+def fetch(
+    prom: Any,
+    panel: dict[str, Any],
+    start: float,
+    end: float,
+    step: float,
+    instance: str,
+    scrape: float,
+) -> list[Series]:
     out = []
+    # $__rate_interval as Grafana computes it: max($__interval + scrape interval, 4 scrapes).
+    rate = f"{int(max(step + scrape, 4 * scrape))}s"
     for target in panel["targets"]:
         expr = queries.substitute(
-            target["expr"], INSTANCE, rate_interval="1m", range_=f"{int(end - start)}s"
+            target["expr"], instance, rate_interval=rate, range_=f"{int(end - start)}s"
         )
         for s in prom.query_range(expr, start, end, step):
             times = [to_date_num(float(t)) for t, _ in s["values"]]
@@ -267,8 +324,6 @@ def draw_timeseries(ax: Axes, panel: dict[str, Any], data: list[Series]) -> None
 
 def draw_stat(ax: Axes, panel: dict[str, Any], data: list[Series]) -> None:
     defaults = panel["fieldConfig"]["defaults"]
-    mappings = {k: v for m in defaults.get("mappings", []) for k, v in m.get("options", {}).items()}
-    text_mode = panel.get("options", {}).get("textMode")
     ax.set_xticks([])
     ax.set_yticks([])
     if not data:
@@ -276,23 +331,31 @@ def draw_stat(ax: Axes, panel: dict[str, Any], data: list[Series]) -> None:
             0.5, 0.45, defaults.get("noValue", "No data"), ha="center", va="center", fontsize=16
         )
         return
-    s = data[0]
+    # Several series (branches, or queries): one value each, side by side, as Grafana does.
+    for i, s in enumerate(data):
+        x = (i + 0.5) / len(data)
+        text, color = stat_text(ax, panel, s)
+        if len(data) > 1:
+            ax.text(x, 0.8, s.legend, ha="center", va="center", fontsize=8)
+        ax.text(x, 0.45, text, ha="center", va="center", fontsize=18, color=color, weight="bold")
+
+
+def stat_text(ax: Axes, panel: dict[str, Any], s: Series) -> tuple[str, str]:
+    """The text of one stat value and its colour (a mapped value colours the whole panel)."""
+    defaults = panel["fieldConfig"]["defaults"]
+    mappings = {k: v for m in defaults.get("mappings", []) for k, v in m.get("options", {}).items()}
     last = next((v for v in reversed(s.values) if not math.isnan(v)), math.nan)
-    color = "black"
-    if text_mode == "name":
-        text = s.legend
-    elif mappings and str(int(last)) in mappings:
+    if panel.get("options", {}).get("textMode") == "name":
+        return s.legend, "black"
+    if mappings and not math.isnan(last) and str(int(last)) in mappings:
         mapped = mappings[str(int(last))]
-        text = mapped["text"]
         ax.set_facecolor(COLORS.get(mapped.get("color", ""), "#cccccc"))
-        color = "white"
-    else:
-        text = human(last, defaults.get("unit", ""))
-        steps = defaults.get("thresholds", {}).get("steps", [])
-        for step in steps:
-            if step["value"] is None or last >= step["value"]:
-                color = COLORS.get(step["color"], "black")
-    ax.text(0.5, 0.45, text, ha="center", va="center", fontsize=18, color=color, weight="bold")
+        return mapped["text"], "white"
+    color = "black"
+    for step in defaults.get("thresholds", {}).get("steps", []):
+        if step["value"] is None or last >= step["value"]:
+            color = COLORS.get(step["color"], "black")
+    return human(last, defaults.get("unit", "")), color
 
 
 def draw_timeline(ax: Axes, panel: dict[str, Any], data: list[Series]) -> None:
@@ -305,11 +368,13 @@ def draw_timeline(ax: Axes, panel: dict[str, Any], data: list[Series]) -> None:
     for row, s in enumerate(data):
         nums = s.times
         for i, value in enumerate(s.values):
-            if math.isnan(value) or i + 1 >= len(nums):
+            if math.isnan(value) or len(nums) < 2:
                 continue
+            # each value holds until the next point; the last one for one more step
+            width = nums[i + 1] - nums[i] if i + 1 < len(nums) else nums[i] - nums[i - 1]
             mapped = mappings.get(str(int(value)), {"text": str(value), "color": "text"})
             color = COLORS.get(mapped.get("color", ""), "#cccccc")
-            ax.broken_barh([(nums[i], nums[i + 1] - nums[i])], (row + 0.1, 0.8), color=color)
+            ax.broken_barh([(nums[i], width)], (row + 0.1, 0.8), color=color)
             seen[mapped["text"]] = color
     ax.set_yticks([r + 0.5 for r in range(len(data))], [s.legend for s in data], fontsize=7)
     clock_axis(ax)
@@ -317,20 +382,30 @@ def draw_timeline(ax: Axes, panel: dict[str, Any], data: list[Series]) -> None:
     ax.legend(handles, list(seen), fontsize=6, loc="upper left", ncol=len(seen), framealpha=0.8)
 
 
-def render(prom: Any, start: float, end: float, out: Path) -> None:
+def render(
+    prom: Any,
+    start: float,
+    end: float,
+    out: Path,
+    instance: str = INSTANCE,
+    data_source: str = "simulated data",
+    scrape: float = SCRAPE,
+) -> None:
+    """Draw every panel of the dashboard for `instance` from `prom`'s data in [start, end]."""
     dashboard = queries.load_dashboard()
     height = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in dashboard["panels"])
     fig = plt.figure(figsize=(20, height * 0.42))
     fig.suptitle(
-        f"{dashboard['title']} · branch {INSTANCE} — matplotlib rendering of the panels' "
-        "queries on simulated data (not Grafana)",
+        f"{dashboard['title']} · branch {instance} — matplotlib rendering of the panels' "
+        f"queries on {data_source} (not Grafana)",
         fontsize=13,
     )
     top, floor = 0.965, 0.025  # room for the title and the last row's time axis
-    step = max(SCRAPE, (end - start) / 480)
+    step = max(scrape, (end - start) / 480)
     for panel in dashboard["panels"]:
         pos = panel["gridPos"]
-        pad = 0.006 if panel["type"] in ("stat", "row") else 0.03  # room for y tick labels
+        # room for y tick labels (a state timeline's are branch names)
+        pad = {"stat": 0.006, "row": 0.006, "state-timeline": 0.045}.get(panel["type"], 0.03)
         left, width = pos["x"] / 24 + pad, pos["w"] / 24 - pad - 0.006
         bottom = floor + (top - floor) * (1 - (pos["y"] + pos["h"]) / height) + 0.008
         box_height = (top - floor) * pos["h"] / height - 0.024
@@ -340,10 +415,15 @@ def render(prom: Any, start: float, end: float, out: Path) -> None:
         ax = fig.add_axes((left, bottom, width, box_height))
         ax.set_title(panel["title"], fontsize=9, loc="left")
         ax.tick_params(labelsize=7)
-        data = fetch(prom, panel, start, end, step)
+        data = fetch(prom, panel, start, end, step, instance, scrape)
         {"timeseries": draw_timeseries, "stat": draw_stat, "state-timeline": draw_timeline}[
             panel["type"]
         ](ax, panel, data)
+        if panel["type"] != "stat":
+            # The dashboard's time range on every time axis, with seconds on a short one.
+            ax.set_xlim(to_date_num(start), to_date_num(end))
+            clock = "%H:%M:%S" if end - start < 1800 else "%H:%M"
+            ax.xaxis.set_major_formatter(DateFormatter(clock))  # type: ignore[no-untyped-call]
     fig.savefig(out, dpi=80)
     plt.close(fig)
 

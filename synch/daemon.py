@@ -101,6 +101,8 @@ class Daemon:
         )
         self.sync_job = SyncJob(settings, self._sync_client, self._branch_client)
         self.last_sync: dict[str, Any] = {}
+        # Read at each scrape: a rollback or `synch resume` from the CLI shows at once.
+        self.metrics.sync_paused.set_function(lambda: 1.0 if self.sync_job.history.paused else 0.0)
         self._sync_wakeup = gevent.event.Event()
         self._sync_lock = gevent.lock.Semaphore()
         self._synced_once = False
@@ -207,7 +209,6 @@ class Daemon:
         if self.monitor.state is Monitor.INIT:
             return "central has not answered a probe yet"
         paused = self.sync_job.history.paused
-        self.metrics.sync_paused.set(1 if paused else 0)
         return f"automatic sync paused: {paused}" if paused else ""
 
     def _sync_loop(self) -> None:

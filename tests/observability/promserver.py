@@ -6,6 +6,7 @@ import json
 import shutil
 import socket
 import subprocess
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -58,6 +59,7 @@ class Prometheus:
         self.url = url
         self.process = process
         self.log = log
+        self.started_at = time.time()  # unix time; no sample of its own is older
 
     def get(self, path: str, **params: str) -> Any:
         query = urllib.parse.urlencode(params)

@@ -16,6 +16,7 @@ from prometheus_client import generate_latest
 from synch.metrics import Metrics
 from synch.states import Monitor, Service, SyncState
 from tests.observability import queries
+from tests.observability.deps import need
 
 INSTANCE_MATCHER = 'instance=~"$instance"'
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -53,6 +54,7 @@ def selectors(expr: str) -> list[tuple[str, str]]:
 
 
 def load_generator() -> ModuleType:
+    need("grafana_foundation_sdk")
     path = queries.REPO / "grafana" / "generate_dashboard.py"
     spec = importlib.util.spec_from_file_location("generate_dashboard", path)
     assert spec is not None and spec.loader is not None
