@@ -288,6 +288,7 @@ class Daemon:
         }
         if result is ProbeResult.SUCCESS:
             self.metrics.central_roundtrip.set(seconds)
+            log.debug("probe of central %s: success in %.3fs", self._probe_client_name(), seconds)
         else:
             log.info("probe of central %s: %s", self._probe_client_name(), error or result.value)
         old, new = self.monitor.record(result)

@@ -1,0 +1,1 @@
+"""End to end: central, branch and phones as network namespaces; failover as a phone sees it."""

@@ -1,0 +1,815 @@
+"""The failover test bed: a central PBX, a branch and its phones, each a network namespace.
+
+    phones ns ──lan0── branch ns ──wan0── central ns
+    10.232.1.11-13     10.232.1.1          10.232.2.2
+    sipp, resolver     10.232.2.1          Asterisk 22: AMI 5038, SIP 5060,
+    = synch's DNS      Asterisk, synch     FreePBX PJSIP accounts
+                       (DNS on :53)
+
+The namespaces are joined to each other only (never to the host), so the addresses exist
+nowhere else and parallel beds cannot collide. The branch forwards between its LAN and the
+WAN (ip_forward inside the branch namespace only), so phones reach the central through it,
+as they would through a branch router. The WAN is cut, silenced, made lossy or cut after a
+byte budget by `Wan`, with nftables rules inside the branch namespace: the host's own
+forwarding and firewall are never touched. The kernel here has no netem, so there is no
+delay emulation; loss is `numgen random`, a silent link is `drop`, a cut is `link down`.
+
+The test process talks to sockets inside the namespaces directly (`ns_socket`: a thread that
+setns()es, makes the socket and ends), so sampling DNS or the status socket costs no process.
+Namespace names start with tests.lab.netns's prefix and record their owner there, so a run
+that was killed is cleaned up by the next one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dnslib import QTYPE, DNSRecord
+
+from tests.e2e.phones import Phone
+from tests.helpers.wait import wait_until
+from tests.lab import netns as labnetns
+from tests.lab.asterisk import AsteriskInstance, new_instance
+from tests.lab.chroot import owner_tag
+from tests.lab.samples import freepbx_pjsip, secret_for
+
+REPO = Path(__file__).resolve().parents[2]
+BRANCH_LAN = "10.232.1.1"
+PHONE_ADDRS = ("10.232.1.11", "10.232.1.12", "10.232.1.13")
+LAN_PREFIX = "10.232.1.0/24"
+BRANCH_WAN = "10.232.2.1"
+CENTRAL_WAN = "10.232.2.2"
+DOMAIN = "example.local"
+SIP_NAME = f"sip.{DOMAIN}"
+BRANCH_SITE = "Branch"
+PHONE_EXTS = (2001, 2002, 2003)
+# HeadOffice accounts stay on the central (filtered out) but make the central's unfiltered
+# aor/auth files a few tens of kB, so a sync's fetch is long enough to be cut in the middle.
+HEADOFFICE_EXTS = tuple(range(1001, 1201))
+TOKEN = "e2e-token"
+ADMIN_TOKEN = "e2e-admin-token"
+AMI_PORT = 5038
+STATUS_PORT = 65038
+METRICS_PORT = 9386
+NFT_TABLE = "synch_e2e_wan"
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@dataclass(frozen=True)
+class Timers:
+    """The short timers of the bed (printed beside every figure)."""
+
+    interval: float = 1.0  # probemonitor.interval
+    timeout: float = 0.5  # amiremote.timeout
+    failure_tolerance: int = 5
+    alive_threshold: int = 3
+    error_penalty: int = 1
+    recordttl: int = 2
+    expires: int = 10  # phones' registration expiry; they refresh at half of it
+    sync_interval: float = 30.0
+    retry: float = 1.0  # a phone's retry after a failed registration
+    register_timeout: float = 2.5  # one sipp REGISTER exchange at most
+
+    @property
+    def errors_to_fail(self) -> int:
+        """Probe errors in a row that make the monitor Failed."""
+        return math.ceil(self.failure_tolerance / (1 + self.error_penalty))
+
+    @property
+    def failover_bound(self) -> float:
+        """SPEC: Failed (DNS flipped) within errors_to_fail probes plus one timeout. The margin
+        absorbs scheduling on a loaded 2-core machine; it is a bound, not a speed test."""
+        return self.errors_to_fail * self.interval + self.timeout + 3.0
+
+    @property
+    def phone_move_bound(self) -> float:
+        """After the DNS flipped: the cached answer expires (TTL), the phone's next refresh or
+        retry comes, and its REGISTER to the old server may have to time out first."""
+        return self.recordttl + self.expires / 2 + 2 * (self.register_timeout + self.retry) + 3.0
+
+    def describe(self) -> str:
+        return (
+            f"interval={self.interval:g}s timeout={self.timeout:g}s "
+            f"failureTolerance={self.failure_tolerance} errorPenaltyPoints={self.error_penalty} "
+            f"aliveThreshold={self.alive_threshold} recordttl={self.recordttl}s "
+            f"phone_expires={self.expires}s phone_refresh={self.expires / 2:g}s "
+            f"phone_retry={self.retry:g}s"
+        )
+
+
+# -- namespaces ---------------------------------------------------------------------------------
+
+
+def ns_socket(
+    netns: str,
+    family: int = socket.AF_INET,
+    kind: int = socket.SOCK_DGRAM,
+) -> socket.socket:
+    """A socket that lives in namespace `netns` (made by a short-lived thread that joined it;
+    a socket stays in the namespace it was made in)."""
+    box: list[socket.socket | BaseException] = []
+
+    def make() -> None:
+        try:
+            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns into {netns}: {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            box.append(socket.socket(family, kind))
+        except BaseException as exc:
+            box.append(exc)
+
+    thread = threading.Thread(target=make, daemon=True)
+    thread.start()
+    thread.join()
+    result = box[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def _ip(*argv: str) -> None:
+    out = subprocess.run(["ip", *argv], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"`ip {' '.join(argv)}` failed: {out.stderr.strip()}")
+
+
+@dataclass
+class Host:
+    """One namespace playing a host."""
+
+    name: str
+    resolv_conf: Path | None = None
+
+    @classmethod
+    def create(cls, role: str) -> Host:
+        # The owner record is written before the namespace exists and under the lab lock, so
+        # another run's stale-namespace pruning never takes this one for abandoned.
+        name = f"{labnetns.PREFIX}{role[0]}{os.urandom(4).hex()}"
+        with labnetns.locked():
+            labnetns.prune_stale()  # namespaces of runs that were killed
+            labnetns.OWNERS.mkdir(exist_ok=True)
+            (labnetns.OWNERS / name).write_text(f"{owner_tag(os.getpid())}\n")
+            _ip("netns", "add", name)
+        host = cls(name)
+        host.ip("link", "set", "lo", "up")
+        return host
+
+    def ip(self, *argv: str) -> None:
+        _ip("-n", self.name, *argv)
+
+    def argv(self, argv: Sequence[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.name, *argv]
+
+    def run(
+        self, argv: Sequence[str], check: bool = True, timeout: float = 30, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.argv(argv),
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+            input=input,
+        )
+
+    def set_resolver(self, nameserver: str) -> None:
+        """/etc/netns/NAME/resolv.conf: what processes in the namespace see as their resolver."""
+        self.resolv_conf = Path("/etc/netns") / self.name / "resolv.conf"
+        self.resolv_conf.parent.mkdir(parents=True, exist_ok=True)
+        self.resolv_conf.write_text(f"nameserver {nameserver}\noptions timeout:1 attempts:1\n")
+
+    def delete(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, check=False)
+        if self.resolv_conf is not None:
+            shutil.rmtree(self.resolv_conf.parent, ignore_errors=True)
+        (labnetns.OWNERS / self.name).unlink(missing_ok=True)
+
+
+def link(a: Host, a_if: str, a_addr: str, b: Host, b_if: str, b_addr: str) -> None:
+    """A veth pair between two namespaces (made inside `a`, so no name exists on the host)."""
+    a.ip("link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b.name)
+    for host, ifname, addr in ((a, a_if, a_addr), (b, b_if, b_addr)):
+        host.ip("addr", "add", addr, "dev", ifname)
+        host.ip("link", "set", ifname, "up")
+
+
+class Wan:
+    """The branch's WAN interface, as the test wants it: up, cut, silent, lossy or metered."""
+
+    def __init__(self, branch: Host, central: Host, ifname: str = "wan0") -> None:
+        self.branch, self.central, self.ifname = branch, central, ifname
+        self.state = "up"
+
+    def _rules(self, match: str) -> None:
+        dev = f'"{self.ifname}"'
+        rules = (
+            f"table inet {NFT_TABLE} {{\n"
+            f"  chain wan_in {{ type filter hook input priority -300; "
+            f"iifname {dev} {match} drop; }}\n"
+            f"  chain wan_out {{ type filter hook output priority -300; "
+            f"oifname {dev} {match} drop; }}\n"
+            f"  chain wan_fwd {{ type filter hook forward priority -300; "
+            f"iifname {dev} {match} drop; oifname {dev} {match} drop; }}\n"
+            "}\n"
+        )
+        self._clear_rules()
+        self.branch.run(["nft", "-f", "-"], input=rules)
+
+    def _clear_rules(self) -> None:
+        self.branch.run(["nft", "delete", "table", "inet", NFT_TABLE], check=False)
+
+    def cut(self) -> None:
+        """Pull the cable: the branch's WAN interface goes down."""
+        self.branch.ip("link", "set", self.ifname, "down")
+        self.state = "cut"
+
+    def silent(self) -> None:
+        """Everything over the WAN vanishes without a reply (no RST, no ICMP)."""
+        self._rules("")
+        self.state = "silent"
+
+    def lossy(self, percent: int) -> None:
+        """Each packet over the WAN (both ways) is dropped with probability `percent`%."""
+        if not 0 <= percent <= 100:
+            raise ValueError(f"loss percent must be 0..100, not {percent}")
+        self._rules(f"numgen random mod 100 < {percent}")
+        self.state = f"lossy {percent}%"
+
+    def ami_dies_after(self, budget: int) -> None:
+        """The central's AMI replies get through for `budget` more bytes, then vanish: the
+        link dies in the middle of whatever AMI transfer is under way (a sync's GetConfig),
+        wherever the transfer happens to be, without the test having to time it."""
+        self._clear_rules()
+        rules = (
+            f"table inet {NFT_TABLE} {{\n  quota budget {{ over {budget} bytes }}\n"
+            f"  chain wan_in {{ type filter hook input priority -300; "
+            f'iifname "{self.ifname}" tcp sport {AMI_PORT} quota name "budget" drop; }}\n'
+            "}\n"
+        )
+        self.branch.run(["nft", "-f", "-"], input=rules)
+        self.state = f"AMI dies after {budget} bytes"
+
+    def restore(self) -> None:
+        self._clear_rules()
+        self.branch.ip("link", "set", self.ifname, "up")
+        # The central's route to the phones survives a carrier loss, but make sure of it.
+        self.central.ip("route", "replace", LAN_PREFIX, "via", BRANCH_WAN)
+        self.state = "up"
+
+
+# -- synch inside the branch namespace --------------------------------------------------------
+
+
+def synch_config(
+    timers: Timers, central: AsteriskInstance, branch: AsteriskInstance, localconfigspath: Path
+) -> dict[str, Any]:
+    return {
+        "loglevel": {"default": "debug"},
+        "probemonitor": {
+            "failureTolerance": timers.failure_tolerance,
+            "aliveThreshold": timers.alive_threshold,
+            "errorPenaltyPoints": timers.error_penalty,
+            "interval": timers.interval,
+        },
+        "amiremote": {
+            "hostname": CENTRAL_WAN,
+            "port": central.ami_port,
+            "username": central.ami_user,
+            "password": central.ami_secret,
+            "timeout": timers.timeout,
+        },
+        "amilocal": {
+            "hostname": "127.0.0.1",
+            "port": branch.ami_port,
+            "username": branch.ami_user,
+            "password": branch.ami_secret,
+        },
+        "syncmanager": {
+            "mode": "pjsip",
+            "interval": timers.sync_interval,
+            "filterkey": "accountcode",
+            "filtervalue": f"^{BRANCH_SITE}$",
+            "localconfigspath": str(localconfigspath),
+        },
+        "dnsservice": {
+            "listenaddress": BRANCH_LAN,
+            "port": 53,
+            "domain": DOMAIN,
+            "record": "sip",
+            "recordttl": timers.recordttl,
+            "targetnormal": CENTRAL_WAN,
+            "targetfailover": BRANCH_LAN,
+            # Nothing listens there: names outside the zone get SERVFAIL, and no query leaves.
+            "forwarders": ["127.0.0.1:5353"],
+            "forwardtimeout": 0.5,
+            "defaultstate": "Failover",
+        },
+        "servicecontrol": {
+            "token": TOKEN,
+            "admintoken": ADMIN_TOKEN,
+            "listenaddress": "127.0.0.1",
+            "port": STATUS_PORT,
+        },
+        "metrics": {"listenaddress": "127.0.0.1", "port": METRICS_PORT},
+    }
+
+
+class BranchSynch:
+    """`synch run` inside the branch namespace, and clients for its sockets there."""
+
+    def __init__(self, host: Host, config: dict[str, Any], workdir: Path) -> None:
+        self.host, self.config, self.workdir = host, config, workdir
+        self.config_path = workdir / "appsettings.json"
+        self.log_path = workdir / "synch.log"
+        self.config_path.write_text(json.dumps(config, indent=2))
+        os.chmod(self.config_path, 0o600)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True) -> None:
+        # setpriv: synch dies with the test process, even when that one is killed outright
+        # (it runs in its own session, so nothing else would stop it).
+        argv = self.host.argv(
+            ["setpriv", "--pdeathsig", "KILL", sys.executable, "-m", "synch.cli", "run",
+             "-c", str(self.config_path)]
+        )  # fmt: skip
+        # The package from this tree, whether or not it is installed in the environment.
+        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+        with open(self.log_path, "ab") as log:
+            # `ip netns exec` and setpriv exec synch, so this pid is synch's (for SIGKILL).
+            self.proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=log,
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, "PYTHONPATH": path},
+            )
+        if wait:
+            wait_until(self._answering, 20, message=f"synch answering; log:\n{self.log()}")
+
+    def _answering(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"synch exited {self.proc.returncode}:\n{self.log()}")
+        try:
+            return self.ask(f"GetStatus({TOKEN})").startswith("[{")
+        except OSError:
+            return False
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, as in a crash or an OOM kill."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def log(self, tail: int = 8000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-tail:]
+        except FileNotFoundError:
+            return ""
+
+    def _tcp(self, port: int, request: bytes, timeout: float) -> bytes:
+        sock = ns_socket(self.host.name, socket.AF_INET, socket.SOCK_STREAM)
+        with sock:
+            sock.settimeout(timeout)
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(request)
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    def ask(self, line: str, timeout: float = 5) -> str:
+        return self._tcp(STATUS_PORT, line.encode() + b"\n", timeout).decode()
+
+    def status(self) -> dict[str, str]:
+        parsed: list[dict[str, str]] = json.loads(self.ask(f"GetStatus({TOKEN})"))
+        return parsed[0]
+
+    def details(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.ask(f"GetDetails({TOKEN})"))
+        return parsed
+
+    def admin(self, action: str, timeout: float = 30) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.ask(f"{action}({ADMIN_TOKEN})", timeout))
+        return parsed
+
+    def metrics(self) -> str:
+        reply = self._tcp(METRICS_PORT, b"GET /metrics HTTP/1.0\r\nHost: synch\r\n\r\n", 5)
+        return reply.decode().split("\r\n\r\n", 1)[-1]
+
+
+def metric_samples(text: str, name: str) -> dict[str, float]:
+    """{labels-or-'': value} of the samples called exactly `name` in a Prometheus text."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            key, _, value = line.rpartition(" ")
+            out[key[len(name) :]] = float(value)
+    return out
+
+
+# -- the bed ------------------------------------------------------------------------------------
+
+
+def central_files() -> dict[str, str]:
+    """FreePBX PJSIP for HeadOffice and Branch, with registrations as short as the phones'."""
+    files = freepbx_pjsip({"HeadOffice": list(HEADOFFICE_EXTS), BRANCH_SITE: list(PHONE_EXTS)})
+    return {
+        name: text.replace("minimum_expiration=60", "minimum_expiration=5")
+        for name, text in files.items()
+    }
+
+
+@dataclass
+class Sample:
+    """One look at the bed: status before and after a DNS query from the phones' LAN."""
+
+    at: float
+    before: dict[str, Any]
+    dns: str | None
+    after: dict[str, Any]
+
+
+@dataclass
+class TestBed:
+    """Everything of one bed; `TestBed.build(workdir)` makes it, `close()` removes it."""
+
+    __test__ = False  # not a pytest class
+
+    workdir: Path
+    timers: Timers
+    central_host: Host
+    branch_host: Host
+    phones_host: Host
+    wan: Wan
+    central: AsteriskInstance | None = None
+    branch: AsteriskInstance | None = None
+    synch: BranchSynch | None = None
+    phones: list[Phone] = field(default_factory=list)
+    started_at: float = field(default_factory=time.monotonic)
+
+    # -- building -------------------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, workdir: Path, timers: Timers | None = None) -> TestBed:
+        timers = timers or Timers()
+        hosts: list[Host] = []
+        try:
+            for role in ("central", "branch", "phones"):
+                hosts.append(Host.create(role))
+        except BaseException:
+            for host in hosts:
+                host.delete()
+            raise
+        central_host, branch_host, phones_host = hosts
+        bed = cls(
+            workdir, timers, central_host, branch_host, phones_host, Wan(branch_host, central_host)
+        )
+        try:
+            bed._network()
+            bed._asterisks()
+            bed._synch()
+            bed._phones()
+        except BaseException:
+            bed.close()
+            raise
+        return bed
+
+    def _network(self) -> None:
+        link(
+            self.branch_host,
+            "lan0",
+            f"{BRANCH_LAN}/24",
+            self.phones_host,
+            "lan0",
+            f"{PHONE_ADDRS[0]}/24",
+        )
+        for addr in PHONE_ADDRS[1:]:
+            self.phones_host.ip("addr", "add", f"{addr}/24", "dev", "lan0")
+        self.phones_host.ip("route", "add", "default", "via", BRANCH_LAN)
+        link(
+            self.branch_host,
+            "wan0",
+            f"{BRANCH_WAN}/30",
+            self.central_host,
+            "wan0",
+            f"{CENTRAL_WAN}/30",
+        )
+        self.central_host.ip("route", "add", LAN_PREFIX, "via", BRANCH_WAN)
+        # The branch routes for its phones; only inside its own namespace.
+        self.branch_host.run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+        self.phones_host.set_resolver(BRANCH_LAN)
+
+    def _asterisks(self) -> None:
+        self.central = new_instance(
+            "e2e-central",
+            netns=self.central_host.name,
+            ami_host=CENTRAL_WAN,
+            ami_port=AMI_PORT,
+            sip_host=CENTRAL_WAN,
+            sip_port=5060,
+            configs=central_files(),
+        )
+        self.branch = new_instance(
+            "e2e-branch",
+            netns=self.branch_host.name,
+            ami_host="127.0.0.1",
+            ami_port=AMI_PORT,
+            sip_host=BRANCH_LAN,
+            sip_port=5060,
+        )
+        with ThreadPoolExecutor(2) as pool:  # two boots at once: a few seconds saved
+            for future in [pool.submit(i.start) for i in (self.central, self.branch)]:
+                future.result()
+
+    def _synch(self) -> None:
+        assert self.central is not None and self.branch is not None
+        config = synch_config(self.timers, self.central, self.branch, self.branch.config_dir)
+        self.synch = BranchSynch(self.branch_host, config, self.workdir)
+        self.synch.start()
+        # defaultstate is Failover: the central must prove healthy, and the first sync must
+        # have put the phones' accounts on the branch, before phones come up.
+        self.wait_state(30, Monitor="Stable", Service="Normal", Sync="Synced")
+        wait_until(
+            lambda: set(PHONE_EXTS) <= self.endpoints(self.branch),
+            10,
+            message="synced accounts loaded by the branch Asterisk",
+        )
+
+    def _phones(self) -> None:
+        t = self.timers
+        for i, ext in enumerate(PHONE_EXTS):
+            # Spread over one refresh period, so the figures cover a phone that refreshed
+            # just before the outage as well as one that refreshes just after it.
+            delay = i * (t.expires / 2) / len(PHONE_EXTS)
+            self.phones.append(
+                Phone(
+                    ext,
+                    secret_for(ext),
+                    netns=self.phones_host.name,
+                    local_ip=PHONE_ADDRS[i],
+                    local_port=5060,
+                    media_port=6000,
+                    server_name=SIP_NAME,
+                    expires=t.expires,
+                    workdir=self.workdir / f"phone-{ext}",
+                    retry=t.retry,
+                    register_timeout=t.register_timeout,
+                ).start(delay)
+            )
+
+    def close(self) -> None:
+        """Stop everything and delete the namespaces. Safe after a partial build."""
+        for phone in self.phones:
+            phone.stop()
+        if self.synch is not None:
+            self.synch.stop()
+        for inst in (self.central, self.branch):
+            if inst is not None:
+                with contextlib.suppress(Exception):
+                    inst.stop()
+                if not os.environ.get("SYNCH_LAB_KEEP"):
+                    inst.remove()
+        for host in (self.phones_host, self.branch_host, self.central_host):
+            host.delete()
+
+    # -- looking at it ------------------------------------------------------------------------
+
+    @property
+    def synch_proc(self) -> BranchSynch:
+        assert self.synch is not None
+        return self.synch
+
+    def dns(self, timeout: float = 1.0) -> str | None:
+        """The A answer for the SIP name, asked from the phones' LAN; None if no answer."""
+        sock = ns_socket(self.phones_host.name)
+        with sock:
+            sock.settimeout(timeout)
+            query = DNSRecord.question(SIP_NAME, "A")
+            try:
+                sock.sendto(query.pack(), (BRANCH_LAN, 53))
+                reply = DNSRecord.parse(sock.recv(4096))
+            except OSError:
+                return None
+        answers = [str(rr.rdata) for rr in reply.rr if rr.rtype == QTYPE.A]
+        return answers[0] if answers else None
+
+    def sample(self) -> Sample:
+        synch = self.synch_proc
+        before = synch.details()
+        dns = self.dns()
+        return Sample(time.monotonic(), before, dns, synch.details())
+
+    def wait_state(self, timeout: float, **expected: str) -> dict[str, str]:
+        def matches() -> dict[str, str] | None:
+            status = self.synch_proc.status()
+            return status if all(status[k] == v for k, v in expected.items()) else None
+
+        return wait_until(
+            matches, timeout, message=f"synch state {expected}; log:\n{self.synch_proc.log()}"
+        )
+
+    def wait_dns(self, target: str, timeout: float) -> float:
+        """Poll the DNS from the phones' LAN until it answers `target`; when it did."""
+        wait_until(
+            lambda: self.dns() == target,
+            timeout,
+            interval=0.05,
+            message=f"DNS answers {target}; log:\n{self.synch_proc.log()}",
+        )
+        return time.monotonic()
+
+    def wait_phones(self, target: str, timeout: float, after: float = 0.0) -> float:
+        """Until every phone's latest registration is at `target` and started after `after`;
+        returns when the last of them got there (from the phones' own records)."""
+
+        def all_there() -> bool:
+            return all(
+                p.registered_at(target) and p.first_ok_at(target, after) is not None
+                for p in self.phones
+            )
+
+        wait_until(
+            all_there,
+            timeout,
+            interval=0.1,
+            message=f"all phones registered at {target}:\n{self.phones_timeline(after)}",
+        )
+        times = [p.first_ok_at(target, after) for p in self.phones]
+        return max(t for t in times if t is not None)
+
+    def phones_timeline(self, since: float) -> str:
+        return "\n".join(p.timeline(since) for p in self.phones)
+
+    def endpoints(self, inst: AsteriskInstance | None) -> set[int]:
+        assert inst is not None
+        out = inst.cli("pjsip show endpoints")
+        found = set()
+        for line in out.splitlines():
+            fields = line.split()
+            if len(fields) >= 2 and fields[0] == "Endpoint:" and fields[1].split("/")[0].isdigit():
+                found.add(int(fields[1].split("/")[0]))
+        return found
+
+    def contacts(self, inst: AsteriskInstance | None) -> set[int]:
+        """Extensions with a registered contact on `inst` (its own view)."""
+        assert inst is not None
+        out = inst.cli("pjsip show contacts")
+        found = set()
+        for line in out.splitlines():
+            fields = line.split()
+            if len(fields) >= 2 and fields[0] == "Contact:" and "/sip:" in fields[1]:
+                aor = fields[1].split("/", 1)[0]
+                if aor.isdigit():
+                    found.add(int(aor))
+        return found
+
+    # -- putting it back --------------------------------------------------------------------------
+
+    def heal(self, timeout: float = 60) -> None:
+        """Back to healthy: WAN up, central running and answering, synch running in automatic
+        control, Stable/Normal, and every phone registered at the central."""
+        assert self.central is not None
+        self.wan.restore()
+        self.central_host.run(["nft", "delete", "table", "inet", labnetns.NFT_TABLE], check=False)
+        if not self.central.running:
+            self.central.start()
+        if not self.synch_proc.running:
+            self.synch_proc.start()
+        if self.synch_proc.details().get("Forced"):
+            self.synch_proc.admin("Auto")
+        self.wait_state(timeout, Monitor="Stable", Service="Normal")
+        self.wait_phones(CENTRAL_WAN, timeout)
+
+    def central_silent(self) -> None:
+        """The central's host stops answering anything (its Asterisk keeps running)."""
+        rules = (
+            f"table inet {labnetns.NFT_TABLE} {{\n"
+            '  chain in { type filter hook input priority -300; iifname "wan0" drop; }\n'
+            '  chain out { type filter hook output priority -300; oifname "wan0" drop; }\n'
+            "}\n"
+        )
+        self.central_host.run(["nft", "-f", "-"], input=rules)
+
+
+# -- figures --------------------------------------------------------------------------------------
+
+
+@dataclass
+class CutFigures:
+    """What one WAN cut and restore looked like, in seconds from the cut or the restore."""
+
+    how: str
+    failover_detect_seconds: float
+    phones_at_branch_seconds: float
+    registrations_lost: int
+    fallback_seconds: float
+    phones_back_seconds: float
+    restore_samples: list[Sample]
+    probes_at_restore: dict[str, int]
+
+    def lines(self, timers: Timers) -> list[str]:
+        return [
+            f"wan_cut_mode={self.how}",
+            f"failover_detect_seconds={self.failover_detect_seconds:.2f}",
+            f"phones_at_branch_seconds={self.phones_at_branch_seconds:.2f}",
+            f"registrations_lost={self.registrations_lost}",
+            f"fallback_seconds={self.fallback_seconds:.2f}",
+            f"phones_at_central_seconds={self.phones_back_seconds:.2f}",
+            f"timers={timers.describe()}",
+        ]
+
+
+def measure_cut(
+    bed: TestBed, how: str = "cut", on_failover: Callable[[], None] | None = None
+) -> CutFigures:
+    """Cut the WAN (`cut`: link down; `silent`: nft drop), wait for DNS and phones to move,
+    hold for one registration expiry counting failed REGISTERs, restore, wait for the
+    fallback and the phones' return. Raises AssertionError past the contract's bounds."""
+    t = bed.timers
+    synch = bed.synch_proc
+    cut = time.monotonic()
+    if how == "cut":
+        bed.wan.cut()
+    elif how == "silent":
+        bed.wan.silent()
+    else:
+        raise ValueError(f"unknown WAN cut {how!r}: cut or silent")
+    detected = bed.wait_dns(BRANCH_LAN, t.failover_bound)
+    at_branch = bed.wait_phones(BRANCH_LAN, t.phone_move_bound, after=cut)
+    if on_failover is not None:
+        on_failover()
+    # Settled: hold one registration expiry; no phone may fail to register meanwhile.
+    settled = time.monotonic()
+    wait_until(
+        lambda: time.monotonic() - settled >= t.expires, t.expires + 5, interval=0.2, message="hold"
+    )
+    lost = sum(len(p.failures_between(settled, time.monotonic())) for p in bed.phones)
+    probes = dict(synch.details()["Probes"])
+    restored = time.monotonic()
+    bed.wan.restore()
+    samples = sample_until(bed, lambda s: s.dns == CENTRAL_WAN, 30)
+    fallback = samples[-1].at
+    back = bed.wait_phones(CENTRAL_WAN, t.phone_move_bound + 5, after=restored)
+    return CutFigures(
+        how,
+        detected - cut,
+        at_branch - cut,
+        lost,
+        fallback - restored,
+        back - restored,
+        samples,
+        probes,
+    )
+
+
+def sample_until(bed: TestBed, done: Callable[[Sample], bool], timeout: float) -> list[Sample]:
+    """Sample the bed back to back until `done(sample)`; every sample, the last one `done`."""
+    samples: list[Sample] = []
+
+    def step() -> bool:
+        samples.append(bed.sample())
+        return done(samples[-1])
+
+    wait_until(
+        step,
+        timeout,
+        interval=0.02,
+        message=f"sampling; last {samples[-1:]}; log:\n{bed.synch_proc.log()}",
+    )
+    return samples
