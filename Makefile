@@ -4,10 +4,10 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 # Debian packages the lab, the tests and the demo use (Asterisk itself lives in a cached sid chroot).
 DEB_PACKAGES := debootstrap sip-tester dnsmasq-base prometheus dnsutils iproute2 netcat-openbsd \
-                git curl python3-venv nftables
+                git curl python3-venv nftables dnsperf openssl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup deps lab test test-fast lint demo bench fuzz wheel clean
+.PHONY: setup deps lab test test-fast lint demo bench wheel clean
 
 setup: $(VENV)/.installed
 
@@ -51,3 +51,4 @@ clean:
 	rm -rf $(VENV) dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 -include Makefile.image
+-include Makefile.fuzz

@@ -37,12 +37,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal, NamedTuple, NoReturn, TypeVar
 
+from synch.dialplan import names as dialplan_names
+
 log = logging.getLogger("synch.config")
 _T = TypeVar("_T")
 
 DEFAULT_CONFIG_PATH = "/etc/synch/appsettings.json"
 DEFAULT_METRICS_PORT = 9386
 CONFIG_ENV = "SYNCH_CONFIG"
+# Who may query the DNS service by default: loopback, RFC 1918, unique local and link-local
+# (where a branch's phones live). Anyone else gets REFUSED: no open resolver.
+DEFAULT_DNS_ALLOW = (
+    "127.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "::1/128",
+    "fc00::/7",
+    "fe80::/10",
+)
+DEFAULT_DNS_RATELIMIT = 50.0  # forwarded queries per second per client; 0 = no limit
 
 
 class ConfigError(Exception):
@@ -124,6 +138,8 @@ class DnsSettings:
     minttl: int = 300
     ttl: int = 300
     defaultstate: str = "Failover"  # Normal | Failover
+    allow: tuple[str, ...] = DEFAULT_DNS_ALLOW  # networks, normalised ("10.0.0.0/8")
+    ratelimit: float = DEFAULT_DNS_RATELIMIT
 
     @property
     def fqdn(self) -> str:
@@ -146,6 +162,20 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class DialplanSettings:
+    """Survivable calling (synch.dialplan). Off by default: an existing site's files and
+    reloads stay exactly as they were until the operator turns it on."""
+
+    enabled: bool = False
+    trunk: str = ""  # the branch's own PSTN endpoint (pjsip) or peer (sip); required if enabled
+    outbound: tuple[str, ...] = ()  # `_0XXXXXXXXX`, `00X.`-style patterns, or `9|_0X.`
+    emergency: tuple[str, ...] = ("112", "911", "999", "000")
+    ringtimeout: int = 20  # seconds a local phone rings before voicemail
+    centralfallback: str = ""  # dial prefix for central-only extensions via the trunk
+    voicemailaccess: str = "*97"  # a user's own mailbox; "" = none
+
+
+@dataclass(frozen=True)
 class Settings:
     loglevel: LogLevel = field(default_factory=LogLevel)
     probemonitor: ProbeMonitorSettings = field(default_factory=ProbeMonitorSettings)
@@ -155,6 +185,7 @@ class Settings:
     dnsservice: DnsSettings = field(default_factory=DnsSettings)
     servicecontrol: ServiceControlSettings = field(default_factory=ServiceControlSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    dialplan: DialplanSettings = field(default_factory=DialplanSettings)
     source: str = ""  # path the settings were read from
     # What was accepted but looked wrong (already logged once by parse_settings).
     warnings: tuple[str, ...] = field(default=(), compare=False)
@@ -886,7 +917,50 @@ def _dnsservice(sec: _Section) -> DnsSettings:
         minttl=sec.integer("minttl", d.minttl, 0, MAX_DNS_TIME),
         ttl=sec.integer("ttl", d.ttl, 0, MAX_DNS_TIME),
         defaultstate=sec.choice("defaultstate", d.defaultstate, STATES),
+        allow=_allow(sec, d.allow),
+        ratelimit=sec.real("ratelimit", d.ratelimit, low=0.0, high=MAX_COUNT,
+                           low_inclusive=True),
     )
+
+
+def _strict_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        return False
+    return True
+
+
+def _allow(sec: _Section, default: tuple[str, ...]) -> tuple[str, ...]:
+    """`allow`: networks (`10.0.0.0/8`) or addresses (a /32 or /128); a lone string is a list
+    of one. Host bits set (`10.1.2.3/8`) are cleared: the intent is clear, and a warning says so.
+    """
+    node = sec.get("allow")
+    if node is None:
+        return default
+    elements = node.elements if node.kind == "array" else [node]
+    networks: list[str] = []
+    for n, element in enumerate(elements):
+        key = f"allow[{n}]" if node.kind == "array" else "allow"
+        if element.kind != "string":
+            sec.problem(key, "must be a network (\"10.0.0.0/8\") or an address in double "
+                             f"quotes, got {_describe(element)}", element)
+            continue
+        text = str(element.scalar).strip()
+        try:
+            network = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            sec.problem(key, "must be a network like \"192.168.0.0/16\" or \"fd00::/8\", or an "
+                             f"address, got {_describe(element)}", element)
+            continue
+        if not _strict_network(text):
+            sec.warn(key, f"{text} has host bits set: taken as {network}", element)
+        if str(network) not in networks:
+            networks.append(str(network))
+    if not elements:
+        sec.problem("allow", "must list at least one network; [\"0.0.0.0/0\", \"::/0\"] "
+                             "answers everyone (an open resolver)", node)
+    return tuple(networks) if networks else default
 
 
 def _dns_name(sec: _Section, key: str, default: str) -> str:
@@ -1019,6 +1093,72 @@ def _metrics(sec: _Section) -> MetricsSettings:
                            port=sec.port("port", d.port))
 
 
+def _dialplan(sec: _Section) -> DialplanSettings:
+    d = DialplanSettings()
+    enabled = sec.boolean("enabled", d.enabled)
+    trunk = _dialplan_word(sec, "trunk", d.trunk, dialplan_names.trunk_problem)
+    if enabled and not trunk and not sec.has("trunk"):
+        sec.missing("trunk", "the branch's own PSTN endpoint/peer, which emergency calls need")
+    emergency = _dialplan_list(sec, "emergency", d.emergency, dialplan_names.number_problem)
+    if not emergency and sec.has("emergency"):
+        sec.problem("emergency", "must list at least one number: emergency calls must always "
+                                 "work", sec.get("emergency"))
+        emergency = d.emergency
+    access = _dialplan_word(sec, "voicemailaccess", d.voicemailaccess,
+                            dialplan_names.number_problem, empty_ok=True)
+    if access and access in emergency:
+        sec.problem("voicemailaccess", f"{access} is also an emergency number",
+                    sec.get("voicemailaccess"))
+    return DialplanSettings(
+        enabled=enabled,
+        trunk=trunk,
+        outbound=_dialplan_list(sec, "outbound", d.outbound, dialplan_names.route_problem),
+        emergency=emergency,
+        ringtimeout=sec.integer("ringtimeout", d.ringtimeout, 1, 600),
+        centralfallback=_dialplan_word(sec, "centralfallback", d.centralfallback,
+                                       dialplan_names.fallback_problem, empty_ok=True),
+        voicemailaccess=access,
+    )
+
+
+def _dialplan_word(sec: _Section, key: str, default: str,
+                   check: Callable[[str], str | None], *, empty_ok: bool = False) -> str:
+    got = sec.given(key)
+    if got is None:
+        return default
+    value, node = got
+    if empty_ok and not value:
+        return ""
+    reason = check(value)
+    if reason:
+        sec.problem(key, f"{reason}, got {_describe(node)}", node)
+        return default
+    return value
+
+
+def _dialplan_list(sec: _Section, key: str, default: tuple[str, ...],
+                   check: Callable[[str], str | None]) -> tuple[str, ...]:
+    """A list of strings (a lone string is a list of one); duplicates dropped."""
+    node = sec.get(key)
+    if node is None:
+        return default
+    elements = node.elements if node.kind == "array" else [node]
+    result: list[str] = []
+    for n, element in enumerate(elements):
+        where = f"{key}[{n}]" if node.kind == "array" else key
+        if element.kind != "string":
+            sec.problem(where, f"must be text in double quotes, got {_describe(element)}",
+                        element)
+            continue
+        value = str(element.scalar)
+        reason = check(value)
+        if reason:
+            sec.problem(where, f"{reason}, got {_describe(element)}", element)
+        elif value not in result:
+            result.append(value)
+    return tuple(result)
+
+
 _SECTIONS: dict[str, Callable[[_Section], object]] = {
     "loglevel": _loglevel,
     "probemonitor": _probemonitor,
@@ -1028,6 +1168,7 @@ _SECTIONS: dict[str, Callable[[_Section], object]] = {
     "dnsservice": _dnsservice,
     "servicecontrol": _servicecontrol,
     "metrics": _metrics,
+    "dialplan": _dialplan,
 }
 
 
@@ -1117,6 +1258,7 @@ def parse_settings(text: str, source: str = "<string>") -> Settings:
         dnsservice=_as(built["dnsservice"], DnsSettings),
         servicecontrol=_as(built["servicecontrol"], ServiceControlSettings),
         metrics=_as(built["metrics"], MetricsSettings),
+        dialplan=_as(built["dialplan"], DialplanSettings),
         source=source,
     )
     remote = next(sec for sec in ctx.sections if sec.name == "amiremote")

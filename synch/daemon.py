@@ -53,6 +53,7 @@ class Daemon:
         self.sync_state = SyncState.INIT
         # The SOA serial must grow across restarts too: it follows the clock.
         self.serial = next_serial(0)
+        self._zone_view = self._make_zone_view()
         self.started_at = time.time()
         self.last_probe: dict[str, Any] = {}
         self.probe_counts = {r.value: 0 for r in ProbeResult}
@@ -121,6 +122,10 @@ class Daemon:
     # -- state --------------------------------------------------------------------------------
 
     def zone_view(self) -> ZoneView:
+        # Called for every DNS answer: the same object until the state changes.
+        return self._zone_view
+
+    def _make_zone_view(self) -> ZoneView:
         ds = self.settings.dnsservice
         failover = self.service.current is Service.FAILOVER
         return ZoneView(
@@ -129,6 +134,7 @@ class Daemon:
 
     def _on_service_change(self, old: Service, new: Service) -> None:
         self.serial = next_serial(self.serial)
+        self._zone_view = self._make_zone_view()
         if new is Service.FAILOVER:
             self.failovers += 1
             self.metrics.failovers.inc()

@@ -37,7 +37,7 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def _question_end(packet: bytes) -> int | None:
+def question_end(packet: bytes) -> int | None:
     """Offset just past the (uncompressed) first question, or None if it is not well formed."""
     offset = HEADER_LEN
     while offset < len(packet):
@@ -57,7 +57,7 @@ def reply_matches(query: bytes, reply: bytes) -> bool:
         return False
     if reply[4:6] == b"\x00\x00":
         return bool(reply[3] & 0x0F)  # an error with no question section (e.g. FORMERR)
-    end = _question_end(query)
+    end = question_end(query)
     return end is not None and reply[HEADER_LEN:end].lower() == query[HEADER_LEN:end].lower()
 
 

@@ -2,25 +2,41 @@
 
 Every failure leaves the branch's file and its git history as they were, and comes back as an
 outcome with a reason (the daemon turns it into Unsynced, a metric and a log line).
+
+Crash safety: the file is replaced atomically (files.atomic_write) and committed by git itself.
+Before the write, a journal (`.git/synch-pending`) records the new text's hash and the commit
+message; it is removed only once the branch has reloaded. A process killed anywhere in between
+leaves the old file or the new one, and the next cycle finishes the job: it commits a new file
+that was written but not committed (with the message it was meant to have), and reloads the
+branch, which also retries a reload that failed (even across restarts).
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from synch.ami import AmiClient, AmiError, core_status, get_config, reload_module
+from synch.ami import AmiError, AmiReply, core_status, get_config, reload_module
 from synch.config import Settings
-from synch.files import atomic_write, read_text
-from synch.gitlog import ConfigHistory
+from synch.files import atomic_write, owned_like_parent, read_text
+from synch.gitlog import ConfigHistory, HistoryError
 from synch.sync.filter import Selector, central_filter, select_pjsip, select_sip
-from synch.sync.model import ConfigFile, ConfigParseError, parse_conf_text, parse_getconfig
+from synch.sync.model import (
+    Category,
+    ConfigFile,
+    ConfigParseError,
+    parse_conf_text,
+    parse_getconfig,
+)
 from synch.sync.plan import Change, accounts, commit_subject, diff, guard, unified_diff
 from synch.sync.render import check_safe, render
 
@@ -28,6 +44,21 @@ log = logging.getLogger("synch.sync")
 
 PJSIP_FILES = ("pjsip.endpoint.conf", "pjsip.aor.conf", "pjsip.auth.conf")
 RELOAD_MODULE = {"sip": "chan_sip.so", "pjsip": "res_pjsip.so"}
+PENDING = "synch-pending"  # the journal, inside .git
+LOCK_NAME = ".synch.lock"
+LOCK_WAIT = 30.0
+
+
+class AmiLike(Protocol):
+    """What the job needs of an AMI client (synch.ami.AmiClient, or a test double)."""
+
+    name: str
+
+    def action(
+        self, action: str, headers: dict[str, str] | None = None, timeout: float | None = None
+    ) -> AmiReply: ...
+
+    def close(self) -> None: ...
 
 
 class SyncFailed(Exception):
@@ -49,11 +80,17 @@ class Outcome:
 class _Fetched:
     config: ConfigFile
     warnings: list[str]
-    reload_mark: str | None
 
 
 class SyncJob:
-    def __init__(self, settings: Settings, central: AmiClient, branch: AmiClient):
+    def __init__(
+        self,
+        settings: Settings,
+        central: AmiLike,
+        branch: AmiLike,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.settings = settings
         self.central = central
         self.branch = branch
@@ -63,6 +100,7 @@ class SyncJob:
         self.directory = Path(sm.localconfigspath)
         self.filename = sm.localfilename
         self.history = ConfigHistory(self.directory)
+        self._clock = clock
         # The central's reload time (CoreStatus) at the last good full fetch. It has a one-second
         # resolution, so a reload in the same second as our look would be invisible: a mark only
         # counts as confirmed when a full fetch started at least a second after we first saw it.
@@ -70,84 +108,125 @@ class SyncJob:
         self._seen_mark: str | None = None
         self._seen_at = 0.0
         self._cycles_since_full = 0
-        self._reload_pending = False
 
     @property
     def path(self) -> Path:
         return self.directory / self.filename
 
     @property
+    def source_files(self) -> tuple[str, ...]:
+        return PJSIP_FILES if self.mode == "pjsip" else (self.settings.syncmanager.remotefilename,)
+
+    @property
     def source(self) -> str:
-        files = PJSIP_FILES if self.mode == "pjsip" else (self.settings.syncmanager.remotefilename,)
-        return f"{self.settings.amiremote.hostname}:{','.join(files)}"
+        return f"{self.settings.amiremote.hostname}:{','.join(self.source_files)}"
+
+    @property
+    def reload_owed(self) -> bool:
+        """A written file has not been reloaded yet (journal present)."""
+        return self.history.read_state(PENDING) is not None
 
     # -- the cycle ----------------------------------------------------------------------------
 
     def run(self, *, force: bool = False, dry_run: bool = False, full: bool = False) -> Outcome:
+        """One cycle. `force`: accept what the remove guard refuses (and sync while paused);
+        `dry_run`: compute the diff, write nothing; `full`: fetch even if the central looks
+        unchanged. Never raises: every failure is an outcome with a reason."""
         try:
-            return self._run(force=force, dry_run=dry_run, full=full)
+            outcome = self._run(force=force, dry_run=dry_run, full=full)
         except SyncFailed as exc:
-            return Outcome("failed", str(exc))
+            outcome = Outcome("failed", str(exc))
         except AmiError as exc:
-            return Outcome("failed", f"central AMI: {exc}")
+            outcome = Outcome("failed", f"central AMI: {exc}")
+        except HistoryError as exc:
+            outcome = Outcome("failed", f"git history: {exc}")
         except OSError as exc:
-            return Outcome("failed", f"cannot write {self.directory}: {exc.strerror or exc}")
+            where = exc.filename or self.directory
+            outcome = Outcome("failed", f"cannot write {where}: {exc.strerror or exc}")
+        except Exception as exc:  # a bug must cost one cycle, never the daemon (DNS failover)
+            log.exception("sync cycle crashed")
+            outcome = Outcome("failed", f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            self.history.close()
+        if outcome.result in ("failed", "guarded"):
+            self._last_mark = None  # look again in full next time
+        return outcome
 
     def _run(self, *, force: bool, dry_run: bool, full: bool) -> Outcome:
+        paused = self.history.paused
+        if paused and not (force or dry_run):
+            return Outcome("skipped", f"sync paused: {paused} (`synch resume` to continue)")
+        owed = self.reload_owed
         mark = self._central_mark()
+        now = self._clock()
         if mark != self._seen_mark:
-            self._seen_mark, self._seen_at = mark, time.monotonic()
+            self._seen_mark, self._seen_at = mark, now
         every = self.settings.syncmanager.fullcheckevery
         if (
-            not (force or dry_run or full or self._reload_pending)
+            not (force or dry_run or full or owed)
             and mark is not None
             and mark == self._last_mark
             and self._cycles_since_full < every - 1
         ):
             self._cycles_since_full += 1
             return Outcome("skipped", "central unchanged since the last sync")
-        fetch_started = time.monotonic()
-        confirmed = mark if fetch_started - self._seen_at >= 1.0 else None
+        confirmed = mark if now - self._seen_at >= 1.0 else None
         fetched = self._fetch()
         problems = check_safe(fetched.config)
         if problems:
-            raise SyncFailed("refused unsafe central config: " + "; ".join(problems[:5]))
+            more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+            raise SyncFailed("refused unsafe central config: " + "; ".join(problems[:5]) + more)
         new_text = render(fetched.config, self._header())
+        count = len(accounts(fetched.config, self.mode))
+        if dry_run:
+            return self._dry_run(fetched, new_text, count)
+        with self.lock():
+            self._recover()
+            self.history.commit_local_edits()
+            old_text = read_text(self.path)
+            old_config = self._parse_local(old_text)
+            change = diff(old_config, fetched.config, self.mode)
+            commit = None
+            if old_text != new_text:
+                reason = guard(
+                    len(accounts(old_config, self.mode)),
+                    change,
+                    self.settings.syncmanager.maxremovepercent,
+                )
+                if reason and not force:
+                    return Outcome("guarded", reason, change=change, accounts=count,
+                                   warnings=fetched.warnings)
+                subject = commit_subject(change, self.settings.amiremote.hostname, self.mode)
+                commit = self._apply(new_text, subject, self._commit_body(bool(reason)))
+        if commit is not None or self.reload_owed:
+            self._reload()
+        self._good(confirmed)
+        return Outcome(
+            "applied" if commit is not None else "unchanged",
+            change=change,
+            commit=commit,
+            accounts=count,
+            warnings=fetched.warnings,
+        )
+
+    def _dry_run(self, fetched: _Fetched, new_text: str, count: int) -> Outcome:
         old_text = read_text(self.path)
         old_config = self._parse_local(old_text)
         change = diff(old_config, fetched.config, self.mode)
-        count = len(accounts(fetched.config, self.mode))
-        if dry_run:
-            return Outcome(
-                "dry-run",
-                change=change,
-                diff=unified_diff(old_text or "", new_text, self.filename),
-                accounts=count,
-                warnings=fetched.warnings,
-            )
-        if old_text == new_text:
-            if self._reload_pending:
-                self._reload()
-            self._good(confirmed)
-            return Outcome("unchanged", change=change, accounts=count, warnings=fetched.warnings)
-        reason = guard(
-            len(accounts(old_config, self.mode)), change, self.settings.syncmanager.maxremovepercent
-        )
-        if reason and not force:
-            return Outcome("guarded", reason, change=change, accounts=count)
-        with self.lock():
-            self.history.commit_local_edits()
-            atomic_write(self.path, new_text)
-            commit = self.history.commit_files(
-                [self.filename],
-                commit_subject(change, self.settings.amiremote.hostname, self.mode),
-                self._commit_body(force and bool(reason)),
-            )
-        self._reload_pending = True
-        self._reload()
-        self._good(confirmed)
+        reason = ""
+        if old_text != new_text:
+            reason = guard(
+                len(accounts(old_config, self.mode)),
+                change,
+                self.settings.syncmanager.maxremovepercent,
+            ) or ""
         return Outcome(
-            "applied", change=change, commit=commit, accounts=count, warnings=fetched.warnings
+            "dry-run",
+            reason,
+            change=change,
+            diff=unified_diff(old_text or "", new_text, self.filename),
+            accounts=count,
+            warnings=fetched.warnings,
         )
 
     def _good(self, confirmed_mark: str | None) -> None:
@@ -156,9 +235,11 @@ class SyncJob:
 
     def _central_mark(self) -> str | None:
         """The central's last reload time: unchanged means nothing to fetch (FACTS: CoreStatus)."""
-        status = core_status(self.central)
+        status = core_status(self.central)  # type: ignore[arg-type]
         date, when = status.get("CoreReloadDate"), status.get("CoreReloadTime")
         return f"{date} {when}" if date and when else None
+
+    # -- fetching -----------------------------------------------------------------------------
 
     def _fetch(self) -> _Fetched:
         pushed = central_filter(self.selector)
@@ -167,15 +248,36 @@ class SyncJob:
             aors = self._get("pjsip.aor.conf", None)
             auths = self._get("pjsip.auth.conf", None)
             config, warnings = select_pjsip(endpoints, aors, auths, self.selector)
+            config = without_transport(config)
         else:
             config = select_sip(
                 self._get(self.settings.syncmanager.remotefilename, pushed), self.selector
             )
             warnings = []
-        return _Fetched(config, list(warnings), None)
+        warnings = list(warnings)
+        if not accounts(config, self.mode):
+            warnings.append(self._nothing_selected(pushed))
+        return _Fetched(config, warnings)
+
+    def _nothing_selected(self, pushed: str | None) -> str:
+        """No account matched: an empty central file is an error, an empty match a warning."""
+        filename = self.source_files[0]
+        whole = self._get(filename, None)
+        if not whole.categories:
+            raise SyncFailed(
+                f"central {filename} has no sections (empty file, or only comments): "
+                "refusing to sync from it"
+            )
+        return (
+            f"the filter {self.selector.key} =~ {self.selector.value!r} matches none of the "
+            f"{len(whole.categories)} sections of the central's {filename}"
+        )
 
     def _get(self, filename: str, pushed: str | None) -> ConfigFile:
-        reply = get_config(self.central, filename, pushed)
+        try:
+            reply = get_config(self.central, filename, pushed)  # type: ignore[arg-type]
+        except AmiError as exc:
+            raise SyncFailed(f"central {filename}: {exc}") from exc
         try:
             return parse_getconfig(reply.headers, reply.body)
         except ConfigParseError as exc:
@@ -191,22 +293,82 @@ class SyncJob:
             log.warning("%s is unreadable (%s); treating it as empty", self.path, exc)
             return ConfigFile(())
 
+    # -- writing ------------------------------------------------------------------------------
+
+    def apply_text(self, text: str, subject: str, body: str) -> str | None:
+        """Write and commit `text` as the synced file (the caller holds `lock()`); the commit,
+        or None when the file already holds exactly that. The reload is still owed after."""
+        self._recover()
+        self.history.commit_local_edits()
+        if read_text(self.path) == text:
+            return None
+        return self._apply(text, subject, body)
+
+    def _apply(self, text: str, subject: str, body: str) -> str:
+        journal = {"sha256": _digest(text), "subject": subject, "body": body}
+        self.history.write_state(PENDING, json.dumps(journal) + "\n")
+        atomic_write(self.path, text)
+        return self.history.commit_files([self.filename], subject, body)
+
+    def _recover(self) -> None:
+        """Finish a cycle that was killed between the write and the commit."""
+        self._remove_stale_temp_files()
+        if self.history.exists:
+            self.history.clear_stale_locks()
+        raw = self.history.read_state(PENDING)
+        if raw is None:
+            return
+        try:
+            journal = json.loads(raw)
+        except ValueError:
+            journal = {}
+        text = read_text(self.path)
+        if (
+            isinstance(journal, dict)
+            and text is not None
+            and journal.get("sha256") == _digest(text)
+            and self.history.is_dirty(self.filename)
+        ):
+            body = str(journal.get("body", ""))
+            commit = self.history.commit_files(
+                [self.filename],
+                str(journal.get("subject", "sync: interrupted sync")),
+                body + ("\n\n" if body else "") + "Committed by the next cycle: the sync that "
+                "wrote it was interrupted before its commit.",
+            )
+            log.warning("committed %s left uncommitted by an interrupted sync as %s",
+                        self.filename, commit[:10])
+
+    def _remove_stale_temp_files(self) -> None:
+        """Temp files of a write that was killed before its rename (we hold the lock: no
+        other synch process is writing one now)."""
+        leftovers = [
+            *self.directory.glob(f".{self.filename}.*.tmp"),
+            *self.history.git_dir.glob(f".{PENDING}.*.tmp"),
+        ]
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+            log.info("removed %s left by an interrupted sync", path)
+
     def reload_branch(self) -> None:
         self._reload()
 
     def _reload(self) -> None:
         module = RELOAD_MODULE[self.mode]
         try:
-            reload_module(self.branch, module)
+            reload_module(self.branch, module)  # type: ignore[arg-type]
         except AmiError as exc:
             raise SyncFailed(f"reload failed: {module} on the branch: {exc}") from exc
-        self._reload_pending = False
+        self.history.clear_state(PENDING)
 
     def _header(self) -> str:
-        return (
+        lines = [
             f"Generated by synch from {self.source} (filter {self.selector.key}="
             f"{self.selector.value!r}). Do not edit: the next sync overwrites it."
-        )
+        ]
+        if self.mode == "pjsip":
+            lines.append(TRANSPORT_NOTE)
+        return "\n".join(lines)
 
     def _commit_body(self, forced: bool) -> str:
         lines = [
@@ -222,13 +384,14 @@ class SyncJob:
     def lock(self) -> Iterator[None]:
         """One writer at a time across processes (daemon, `synch sync --force`, rollback)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        lock_path = self.directory / ".synch.lock"
-        with open(lock_path, "a") as handle:
-            os.chmod(lock_path, 0o600)
-            deadline = time.monotonic() + 30
+        lock_path = self.directory / LOCK_NAME
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            owned_like_parent(lock_path)
+            deadline = time.monotonic() + LOCK_WAIT
             while True:
                 try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError as exc:
                     if time.monotonic() > deadline:
@@ -237,4 +400,33 @@ class SyncJob:
             try:
                 yield
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+# FreePBX endpoints name the central's transport (`transport=0.0.0.0-udp`). On a branch without
+# a transport of that name, registration still works but every request Asterisk sends to the
+# phone (qualify, calls) fails with "Unable to retrieve PJSIP transport". Without `transport=`,
+# Asterisk picks the branch's own transport matching the phone's contact, whatever it is named.
+TRANSPORT_NOTE = (
+    "Endpoints are written without transport=: the branch's own transport serves them."
+)
+
+
+def without_transport(config: ConfigFile) -> ConfigFile:
+    """The config with every `transport=` line of its endpoints left out (see TRANSPORT_NOTE)."""
+    return ConfigFile(tuple(_drop_transport(c) for c in config))
+
+
+def _drop_transport(cat: Category) -> Category:
+    if cat.type != "endpoint":
+        return cat
+    lines = tuple((k, v) for k, v in cat.lines if k.strip().lower() != "transport")
+    if len(lines) == len(cat.lines):
+        return cat
+    return Category(cat.name, lines, cat.templates, cat.is_template)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

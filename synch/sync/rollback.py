@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from synch.files import atomic_write
 from synch.gitlog import HistoryError
 from synch.sync.job import SyncFailed, SyncJob
 
@@ -12,32 +11,36 @@ class RollbackError(Exception):
 
 
 def rollback(job: SyncJob, rev: str) -> str:
+    """Restore the synced file as of `rev`; returns the commit that holds it now."""
     history = job.history
     if not history.exists:
         raise RollbackError(f"{job.directory} has no history yet")
     try:
-        full = history.resolve(rev)
-        text = history.file_at(full, job.filename)
-    except HistoryError as exc:
-        raise RollbackError(str(exc)) from exc
-    if text is None:
-        raise RollbackError(f"{job.filename} did not exist at {rev}")
-    with job.lock():
-        # Pause first: a daemon cycle between the write and the pause would undo the rollback.
-        history.pause(f"rolled back to {full[:10]}")
-        history.commit_local_edits()
-        atomic_write(job.path, text)
-        commit = (
-            history.commit_files(
-                [job.filename],
-                f"rollback: {job.filename} to {full[:10]}",
-                "Automatic sync paused until `synch resume`.",
-            )
-            if history.repo().is_dirty()
-            else history.head() or full
-        )
-    try:
-        job.reload_branch()
-    except SyncFailed as exc:
-        raise RollbackError(f"file restored and committed, but {exc}") from exc
-    return commit
+        try:
+            full = history.resolve(rev)
+            text = history.file_at(full, job.filename)
+            if text is None:
+                raise RollbackError(f"{job.filename} did not exist at {rev}")
+            with job.lock():
+                # Pause first: a daemon cycle between the write and the pause would undo it.
+                history.pause(f"rolled back to {full[:10]}")
+                commit = job.apply_text(
+                    text,
+                    f"rollback: {job.filename} to {full[:10]}",
+                    "Automatic sync paused until `synch resume`.",
+                ) or history.head() or full
+        except (HistoryError, SyncFailed) as exc:
+            raise RollbackError(str(exc)) from exc
+        except OSError as exc:
+            raise RollbackError(
+                f"cannot write {exc.filename or job.directory}: {exc.strerror or exc}"
+            ) from exc
+        try:
+            job.reload_branch()
+        except SyncFailed as exc:
+            raise RollbackError(f"file restored and committed, but {exc}") from exc
+        except OSError as exc:
+            raise RollbackError(f"file restored and committed, but {exc}") from exc
+        return commit
+    finally:
+        history.close()

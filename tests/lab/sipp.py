@@ -3,8 +3,8 @@
 `register()` answers whether the registrar accepted the credentials: the scenario sends a
 REGISTER, expects the 401 challenge, answers it with `-au`/`-ap` (sipp's `[authentication]`
 keyword) and expects 200. Anything else (a second 401, 403, silence) fails the one call and
-sipp exits 1. Both ports are chosen by the kernel (sipp's default `-p`, and `-mp` from
-free_port), so parallel runs never collide; sipp's own files stay in a scratch directory.
+sipp exits 1. Its SIP and media ports come from free_port (sipp would otherwise try 5060
+and 6000 first), so parallel runs never collide; sipp's own files stay in a scratch directory.
 """
 
 from __future__ import annotations
@@ -101,7 +101,8 @@ def register(
         remote = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         argv = [
             sipp, "-sf", str(scenario), "-s", user, "-au", user, "-ap", password,
-            "-i", local_ip, "-mp", str(free_port("udp", local_ip)),
+            "-i", local_ip, "-p", str(free_port("udp", local_ip)),
+            "-mp", str(free_port("udp", local_ip)),
             "-m", "1", "-nostdin", "-timeout", f"{timeout:g}s", "-timeout_error",
             "-recv_timeout", "3000", "-max_retrans", "3", "-trace_err", remote,
         ]

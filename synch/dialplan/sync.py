@@ -1,0 +1,168 @@
+"""The dialplan and voicemail files that go with a sync: what the sync job calls.
+
+`build()` fetches the two extra things it needs from the central (its whole account file, to
+know which extensions exist only there, and voicemail.conf for the synced users' mailboxes)
+and renders `extensions_synch.conf` and `voicemail_synch.conf`. The job writes them with the
+accounts file, in the same commit, and reloads RELOAD_MODULES after its own module.
+
+With `dialplan.enabled` false nothing is fetched, no file is produced and nothing is reloaded:
+a site that has not turned it on behaves exactly as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from synch.ami import AmiReply, AmiResponseError, get_config
+from synch.config import Settings
+from synch.dialplan.generate import (
+    DialplanError,
+    accounts_of,
+    central_extensions,
+    generate,
+)
+from synch.dialplan.voicemail import VoicemailError, render_mailboxes
+from synch.sync.model import ConfigFile, ConfigParseError, parse_conf_text, parse_getconfig
+
+EXTENSIONS_FILE = "extensions_synch.conf"
+VOICEMAIL_FILE = "voicemail_synch.conf"
+FILES = (EXTENSIONS_FILE, VOICEMAIL_FILE)
+RELOAD_MODULES = ("pbx_config.so", "app_voicemail.so")
+CENTRAL_ENDPOINTS = {"pjsip": "pjsip.endpoint.conf"}  # sip: syncmanager.remotefilename
+CENTRAL_VOICEMAIL = "voicemail.conf"
+
+__all__ = [
+    "FILES",
+    "RELOAD_MODULES",
+    "DialplanError",
+    "Extras",
+    "ExtrasFailed",
+    "build",
+    "change_summary",
+    "extra_files",
+    "reload_modules",
+]
+
+
+class AmiLike(Protocol):
+    def action(
+        self, action: str, headers: dict[str, str] | None = None, timeout: float | None = None
+    ) -> AmiReply: ...
+
+
+class ExtrasFailed(Exception):
+    """The extra files cannot be made; the message is the operator-facing reason. AMI
+    transport errors are not wrapped: the job already reports those as a central problem."""
+
+
+@dataclass(frozen=True)
+class Extras:
+    files: dict[str, str]  # filename in localconfigspath → its text
+    warnings: list[str] = field(default_factory=list)
+
+
+def reload_modules(settings: Settings) -> tuple[str, ...]:
+    """The branch modules to reload after the extra files changed ("" when disabled)."""
+    return RELOAD_MODULES if settings.dialplan.enabled else ()
+
+
+def extra_files(settings: Settings, central: AmiLike, synced: ConfigFile) -> dict[str, str]:
+    """filename → text of the files that go with `synced`; {} when dialplan is disabled."""
+    return build(settings, central, synced).files
+
+
+def build(settings: Settings, central: AmiLike, synced: ConfigFile) -> Extras:
+    """Fetch what the dialplan needs from the central and render both files.
+
+    Raises ExtrasFailed (unsafe or unreadable central data: refuse the whole sync, as for an
+    unsafe account) and lets synch.ami.AmiError through (the central did not answer).
+    """
+    if not settings.dialplan.enabled:
+        return Extras({})
+    mode = settings.syncmanager.mode
+    source = CENTRAL_ENDPOINTS.get(mode, settings.syncmanager.remotefilename)
+    everyone = _fetch(central, source, missing_ok=True) or ConfigFile(())
+    wanted = [pair for acc in accounts_of(synced, mode) for pair in acc.mailboxes]
+    host = settings.amiremote.hostname
+    warnings: list[str] = []
+    vm_config = _fetch(central, CENTRAL_VOICEMAIL, missing_ok=True) if wanted else None
+    if vm_config is None and wanted:
+        warnings.append(f"the central has no {CENTRAL_VOICEMAIL}: no voicemail at the branch")
+    try:
+        mailboxes = render_mailboxes(
+            vm_config or ConfigFile(()),
+            wanted,
+            header=_header(host, CENTRAL_VOICEMAIL, "voicemail.conf"),
+        )
+        dialplan = generate(
+            synced,
+            settings.dialplan,
+            mode,
+            header=_header(host, f"{source} + the settings' dialplan section", "extensions.conf"),
+            central=central_extensions(everyone, mode),
+            mailboxes=mailboxes.found,
+        )
+    except (DialplanError, VoicemailError) as exc:
+        raise ExtrasFailed(str(exc)) from exc
+    warnings += mailboxes.warnings + dialplan.warnings
+    return Extras({EXTENSIONS_FILE: dialplan.text, VOICEMAIL_FILE: mailboxes.text}, warnings)
+
+
+def _fetch(central: AmiLike, filename: str, *, missing_ok: bool = False) -> ConfigFile | None:
+    try:
+        reply = get_config(central, filename)  # type: ignore[arg-type]
+    except AmiResponseError as exc:
+        if missing_ok and "not found" in exc.message.lower():
+            return None
+        raise
+    try:
+        return parse_getconfig(reply.headers, reply.body)
+    except ConfigParseError as exc:
+        raise ExtrasFailed(f"central {filename}: {exc}") from exc
+
+
+def _header(host: str, source: str, include_from: str) -> str:
+    # Nothing that changes from run to run: an unchanged central must give unchanged text.
+    return (
+        f"Generated by synch from {host}:{source}. Do not edit: the next sync overwrites it.\n"
+        f"Include it from {include_from}."
+    )
+
+
+def change_summary(old: Mapping[str, str | None], new: Mapping[str, str]) -> str:
+    """A short count of what changed in the extra files, for the commit subject:
+    "dialplan ~2 +1 contexts, voicemail +1 mailboxes", or "" when nothing did."""
+    parts = []
+    for filename, label, unit in (
+        (EXTENSIONS_FILE, "dialplan", "contexts"),
+        (VOICEMAIL_FILE, "voicemail", "mailboxes"),
+    ):
+        if filename not in new or old.get(filename) == new[filename]:
+            continue
+        before = _items(old.get(filename), by_line=filename == VOICEMAIL_FILE)
+        after = _items(new[filename], by_line=filename == VOICEMAIL_FILE)
+        counts = [
+            f"+{n}" if (n := len(after.keys() - before.keys())) else "",
+            f"-{n}" if (n := len(before.keys() - after.keys())) else "",
+            f"~{n}"
+            if (n := sum(1 for k in after if k in before and before[k] != after[k]))
+            else "",
+        ]
+        text = " ".join(c for c in counts if c)
+        parts.append(f"{label} {text} {unit}" if text else f"{label} ~header")
+    return ", ".join(parts)
+
+
+def _items(text: str | None, *, by_line: bool) -> dict[str, object]:
+    """Contexts (name → lines) or mailboxes (context/box → value) of a file's text."""
+    if not text:
+        return {}
+    try:
+        config = parse_conf_text(text)
+    except ConfigParseError:
+        return {}
+    if by_line:
+        return {f"{c.name}/{k}": v for c in config for k, v in c.lines}
+    return {c.name: c.lines for c in config}
