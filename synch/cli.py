@@ -147,6 +147,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
         job.branch.close()
     if outcome.result == "dry-run":
         print(outcome.diff, end="")
+        if outcome.reason:
+            print(f"the remove guard would refuse this: {outcome.reason}", file=sys.stderr)
         print(
             f"dry run: {outcome.change} ({outcome.accounts} accounts); nothing written",
             file=sys.stderr,

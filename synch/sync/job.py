@@ -27,6 +27,7 @@ from typing import Protocol
 
 from synch.ami import AmiError, AmiReply, core_status, get_config, reload_module
 from synch.config import Settings
+from synch.dialplan import sync as dialplan_sync
 from synch.files import atomic_write, owned_like_parent, read_text
 from synch.gitlog import ConfigHistory, HistoryError
 from synch.sync.filter import Selector, central_filter, select_pjsip, select_sip
@@ -122,6 +123,11 @@ class SyncJob:
         return f"{self.settings.amiremote.hostname}:{','.join(self.source_files)}"
 
     @property
+    def owned_files(self) -> tuple[str, ...]:
+        """Every file synch writes in localconfigspath."""
+        return (self.filename, *dialplan_sync.FILES)
+
+    @property
     def reload_owed(self) -> bool:
         """A written file has not been reloaded yet (journal present)."""
         return self.history.read_state(PENDING) is not None
@@ -177,27 +183,39 @@ class SyncJob:
             more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
             raise SyncFailed("refused unsafe central config: " + "; ".join(problems[:5]) + more)
         new_text = render(fetched.config, self._header())
+        # The accounts file first; then the dialplan and voicemail files when enabled.
+        files = {self.filename: new_text, **self._extras(fetched)}
         count = len(accounts(fetched.config, self.mode))
         if dry_run:
-            return self._dry_run(fetched, new_text, count)
+            return self._dry_run(fetched, files, count)
         with self.lock():
             self._recover()
             self.history.commit_local_edits()
-            old_text = read_text(self.path)
+            old_texts = self._read_files(files)
+            old_text = old_texts[self.filename]
             old_config = self._parse_local(old_text)
             change = diff(old_config, fetched.config, self.mode)
             commit = None
-            if old_text != new_text:
-                reason = guard(
-                    len(accounts(old_config, self.mode)),
-                    change,
-                    self.settings.syncmanager.maxremovepercent,
-                )
+            if any(old_texts[name] != text for name, text in files.items()):
+                reason = None
+                if old_text != new_text:  # the guard protects accounts, not the dialplan
+                    reason = guard(
+                        len(accounts(old_config, self.mode)),
+                        change,
+                        self.settings.syncmanager.maxremovepercent,
+                    )
                 if reason and not force:
-                    return Outcome("guarded", reason, change=change, accounts=count,
-                                   warnings=fetched.warnings)
+                    return Outcome(
+                        "guarded", reason, change=change, accounts=count, warnings=fetched.warnings
+                    )
                 subject = commit_subject(change, self.settings.amiremote.hostname, self.mode)
-                commit = self._apply(new_text, subject, self._commit_body(bool(reason)))
+                extras = dialplan_sync.change_summary(
+                    {n: old_texts[n] for n in files if n != self.filename},
+                    {n: t for n, t in files.items() if n != self.filename},
+                )
+                if extras:
+                    subject += f", {extras}"
+                commit = self._apply(files, subject, self._commit_body(bool(reason)))
         if commit is not None or self.reload_owed:
             self._reload()
         self._good(confirmed)
@@ -209,22 +227,41 @@ class SyncJob:
             warnings=fetched.warnings,
         )
 
-    def _dry_run(self, fetched: _Fetched, new_text: str, count: int) -> Outcome:
-        old_text = read_text(self.path)
+    def _extras(self, fetched: _Fetched) -> dict[str, str]:
+        """The dialplan and voicemail files (none unless `dialplan.enabled`)."""
+        try:
+            extras = dialplan_sync.build(self.settings, self.central, fetched.config)
+        except dialplan_sync.ExtrasFailed as exc:
+            raise SyncFailed(str(exc)) from exc
+        fetched.warnings.extend(extras.warnings)
+        return dict(extras.files)
+
+    def _read_files(self, files: dict[str, str]) -> dict[str, str | None]:
+        return {name: read_text(self.directory / name) for name in files}
+
+    def _dry_run(self, fetched: _Fetched, files: dict[str, str], count: int) -> Outcome:
+        old_texts = self._read_files(files)
+        new_text = files[self.filename]
+        old_text = old_texts[self.filename]
         old_config = self._parse_local(old_text)
         change = diff(old_config, fetched.config, self.mode)
         reason = ""
         if old_text != new_text:
-            reason = guard(
-                len(accounts(old_config, self.mode)),
-                change,
-                self.settings.syncmanager.maxremovepercent,
-            ) or ""
+            reason = (
+                guard(
+                    len(accounts(old_config, self.mode)),
+                    change,
+                    self.settings.syncmanager.maxremovepercent,
+                )
+                or ""
+            )
         return Outcome(
             "dry-run",
             reason,
             change=change,
-            diff=unified_diff(old_text or "", new_text, self.filename),
+            diff="".join(
+                unified_diff(old_texts[name] or "", text, name) for name, text in files.items()
+            ),
             accounts=count,
             warnings=fetched.warnings,
         )
@@ -295,20 +332,24 @@ class SyncJob:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def apply_text(self, text: str, subject: str, body: str) -> str | None:
-        """Write and commit `text` as the synced file (the caller holds `lock()`); the commit,
-        or None when the file already holds exactly that. The reload is still owed after."""
+    def apply_files(self, files: dict[str, str], subject: str, body: str) -> str | None:
+        """Write and commit `files` (name → text; the caller holds `lock()`); the commit, or
+        None when they already hold exactly that. The reload is still owed after."""
         self._recover()
         self.history.commit_local_edits()
-        if read_text(self.path) == text:
+        old_texts = self._read_files(files)
+        if all(old_texts[name] == text for name, text in files.items()):
             return None
-        return self._apply(text, subject, body)
+        return self._apply(files, subject, body)
 
-    def _apply(self, text: str, subject: str, body: str) -> str:
-        journal = {"sha256": _digest(text), "subject": subject, "body": body}
+    def _apply(self, files: dict[str, str], subject: str, body: str) -> str:
+        digests = {name: _digest(text) for name, text in files.items()}
+        journal = {"files": digests, "subject": subject, "body": body}
         self.history.write_state(PENDING, json.dumps(journal) + "\n")
-        atomic_write(self.path, text)
-        return self.history.commit_files([self.filename], subject, body)
+        for name, text in files.items():
+            if read_text(self.directory / name) != text:
+                atomic_write(self.directory / name, text)
+        return self.history.commit_files(list(files), subject, body)
 
     def _recover(self) -> None:
         """Finish a cycle that was killed between the write and the commit."""
@@ -322,28 +363,36 @@ class SyncJob:
             journal = json.loads(raw)
         except ValueError:
             journal = {}
-        text = read_text(self.path)
-        if (
-            isinstance(journal, dict)
-            and text is not None
-            and journal.get("sha256") == _digest(text)
-            and self.history.is_dirty(self.filename)
-        ):
+        digests = journal.get("files") if isinstance(journal, dict) else None
+        if not isinstance(digests, dict):
+            return
+        # Each file is whole (atomic rename); commit those the interrupted cycle had written.
+        written = [
+            name
+            for name, digest in digests.items()
+            if (text := read_text(self.directory / name)) is not None
+            and digest == _digest(text)
+            and self.history.is_dirty(name)
+        ]
+        if written:
             body = str(journal.get("body", ""))
             commit = self.history.commit_files(
-                [self.filename],
+                written,
                 str(journal.get("subject", "sync: interrupted sync")),
                 body + ("\n\n" if body else "") + "Committed by the next cycle: the sync that "
                 "wrote it was interrupted before its commit.",
             )
-            log.warning("committed %s left uncommitted by an interrupted sync as %s",
-                        self.filename, commit[:10])
+            log.warning(
+                "committed %s left uncommitted by an interrupted sync as %s",
+                ", ".join(written),
+                commit[:10],
+            )
 
     def _remove_stale_temp_files(self) -> None:
         """Temp files of a write that was killed before its rename (we hold the lock: no
         other synch process is writing one now)."""
         leftovers = [
-            *self.directory.glob(f".{self.filename}.*.tmp"),
+            *(p for name in self.owned_files for p in self.directory.glob(f".{name}.*.tmp")),
             *self.history.git_dir.glob(f".{PENDING}.*.tmp"),
         ]
         for path in leftovers:
@@ -354,11 +403,11 @@ class SyncJob:
         self._reload()
 
     def _reload(self) -> None:
-        module = RELOAD_MODULE[self.mode]
-        try:
-            reload_module(self.branch, module)  # type: ignore[arg-type]
-        except AmiError as exc:
-            raise SyncFailed(f"reload failed: {module} on the branch: {exc}") from exc
+        for module in (RELOAD_MODULE[self.mode], *dialplan_sync.reload_modules(self.settings)):
+            try:
+                reload_module(self.branch, module)  # type: ignore[arg-type]
+            except AmiError as exc:
+                raise SyncFailed(f"reload failed: {module} on the branch: {exc}") from exc
         self.history.clear_state(PENDING)
 
     def _header(self) -> str:
@@ -409,9 +458,7 @@ class SyncJob:
 # a transport of that name, registration still works but every request Asterisk sends to the
 # phone (qualify, calls) fails with "Unable to retrieve PJSIP transport". Without `transport=`,
 # Asterisk picks the branch's own transport matching the phone's contact, whatever it is named.
-TRANSPORT_NOTE = (
-    "Endpoints are written without transport=: the branch's own transport serves them."
-)
+TRANSPORT_NOTE = "Endpoints are written without transport=: the branch's own transport serves them."
 
 
 def without_transport(config: ConfigFile) -> ConfigFile:

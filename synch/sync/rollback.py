@@ -21,14 +21,23 @@ def rollback(job: SyncJob, rev: str) -> str:
             text = history.file_at(full, job.filename)
             if text is None:
                 raise RollbackError(f"{job.filename} did not exist at {rev}")
+            files = {job.filename: text}
+            for name in job.owned_files[1:]:  # the dialplan files, where REV had them
+                extra = history.file_at(full, name)
+                if extra is not None:
+                    files[name] = extra
             with job.lock():
                 # Pause first: a daemon cycle between the write and the pause would undo it.
                 history.pause(f"rolled back to {full[:10]}")
-                commit = job.apply_text(
-                    text,
-                    f"rollback: {job.filename} to {full[:10]}",
-                    "Automatic sync paused until `synch resume`.",
-                ) or history.head() or full
+                commit = (
+                    job.apply_files(
+                        files,
+                        f"rollback: {', '.join(files)} to {full[:10]}",
+                        "Automatic sync paused until `synch resume`.",
+                    )
+                    or history.head()
+                    or full
+                )
         except (HistoryError, SyncFailed) as exc:
             raise RollbackError(str(exc)) from exc
         except OSError as exc:

@@ -137,3 +137,39 @@ def test_rollback_to_an_unknown_revision_is_refused(synch: Synch) -> None:
     assert "rollback refused: unknown revision 'deadbeef'" in result.stderr
     assert synch.file.read_bytes() == before
     assert "paused" not in ok(synch("history"))
+
+
+def test_dialplan_files_sync_with_the_accounts_and_load_on_the_branch(
+    tmp_path: Path, central: AsteriskInstance, branch: AsteriskInstance
+) -> None:
+    central.write_config("voicemail.conf", "[general]\n\n[default]\n1001 => 1234,Alice\n")
+    branch.write_config("extensions.conf", "#tryinclude extensions_synch.conf\n")
+    branch.write_config("voicemail.conf", "[general]\n#tryinclude voicemail_synch.conf\n")
+    config = settings_for(central, branch, branch.config_dir)
+    config["dialplan"] = {"enabled": True, "trunk": "pstn-gw", "outbound": ["_0XXXXXXXXX"]}
+    synch = Synch(config, tmp_path)
+
+    dry = ok(synch("sync", "--dry-run"))
+    assert "+++ b/extensions_synch.conf" in dry and "+++ b/voicemail_synch.conf" in dry
+    assert not (branch.config_dir / "extensions_synch.conf").exists()
+
+    assert ok(synch("sync")).startswith("sync applied: +1001 +1002 +1003")
+    subject = synch.git("log", "-1", "--format=%s").strip()
+    assert subject.startswith("sync: +1001 +1002 +1003 from 127.0.0.1 (pjsip), dialplan +")
+    committed = synch.git("show", "--name-only", "--format=", "HEAD").split()
+    assert sorted(committed) == [
+        "extensions_synch.conf", "pjsip_synch.conf", "voicemail_synch.conf"
+    ]
+    # The sync reloaded pbx_config and app_voicemail: the branch runs the generated dialplan.
+    shown = branch.cli("dialplan show from-internal-headoffice")
+    assert "1002" in shown and "112" in shown, shown
+    assert "1001" in branch.cli("voicemail show users")
+
+    # A dialplan-only change (the central's voicemail) is its own commit and leaves accounts.
+    central.write_config("voicemail.conf", "[general]\n\n[default]\n1001 => 1234,Alice\n"
+                         "1002 => 2345,Alex\n")
+    central.reload()
+    assert ok(synch("sync")).startswith("sync applied")
+    subject = synch.git("log", "-1", "--format=%s").strip()
+    assert "voicemail" in subject and "+100" not in subject, subject
+    assert "1002" in branch.cli("voicemail show users")
