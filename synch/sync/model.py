@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TypeVar
 
 V = TypeVar("V")
@@ -42,7 +43,7 @@ class Category:
         found = self.values(key)
         return found[0] if found else None
 
-    @property
+    @cached_property
     def type(self) -> str:
         """The `type=` value, stripped and lowercased ("" when there is none)."""
         return (self.get("type") or "").strip().lower()
@@ -65,10 +66,18 @@ class ConfigFile:
 
     def find(self, name: str, type_: str | None = None) -> Category | None:
         """The first category called `name` (exact), optionally with `type=type_`."""
-        for cat in self.categories:
-            if cat.name == name and (type_ is None or cat.type == type_):
+        for cat in self._by_name.get(name, ()):
+            if type_ is None or cat.type == type_:
                 return cat
         return None
+
+    @cached_property
+    def _by_name(self) -> dict[str, list[Category]]:
+        # Built once: lookups per account would otherwise make a 10k-account diff quadratic.
+        index: dict[str, list[Category]] = {}
+        for cat in self.categories:
+            index.setdefault(cat.name, []).append(cat)
+        return index
 
 
 # -- AMI GetConfig ------------------------------------------------------------------------------
