@@ -32,12 +32,12 @@ import math
 import os
 import re
 import stat
-from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Literal, NamedTuple, NoReturn, TypeVar
+from typing import TypeVar
 
 from synch.dialplan import names as dialplan_names
+from synch.jsonc import JsoncParser, JsonSyntaxError, Member, Node
 
 log = logging.getLogger("synch.config")
 _T = TypeVar("_T")
@@ -208,8 +208,6 @@ MAX_SECONDS = 7 * 86400.0  # beyond a week an interval or timeout is a typo, not
 MAX_DNS_TIME = 2**31 - 1  # RFC 2181: TTLs and SOA timers are 31-bit
 MAX_COUNT = 1_000_000
 MAX_TOKEN_BYTES = 200  # the status socket reads at most 256 bytes per request
-MAX_DEPTH = 32  # nesting deeper than this is junk, not settings
-MAX_NUMBER_CHARS = 64
 
 _HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
 _DNS_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\Z")
@@ -218,263 +216,11 @@ _NUMBER_TEXT = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-# --------------------------------------------------------------------------------------------
-# JSON with comments: a small parser that keeps line numbers, so that every problem can say
-# where it is, and that implements the leniencies described in the module docstring.
-
-Kind = Literal["object", "array", "string", "number", "bool", "null"]
-
-
-class _Member(NamedTuple):
-    name: str
-    line: int
-    node: _Node
-
-
-@dataclass
-class _Node:
-    kind: Kind
-    line: int
-    scalar: str | int | float | bool | None = None
-    raw: str = ""  # a number's source text
-    members: list[_Member] = field(default_factory=list)
-    elements: list[_Node] = field(default_factory=list)
-    bad_escapes: list[str] = field(default_factory=list)
-
-
-class _JsonSyntaxError(Exception):
-    def __init__(self, pos: int, message: str):
-        super().__init__(message)
-        self.pos = pos
-        self.message = message
-
-
-_STRING_CHUNK = re.compile(r'[^"\\\x00-\x1f]*')
-_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
-
-
-class _Parser:
-    def __init__(self, text: str):
-        self.s = text
-        self.i = 0
-        self._line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
-
-    def line_col(self, pos: int) -> tuple[int, int]:
-        line = bisect_right(self._line_starts, pos)
-        return line, pos - self._line_starts[line - 1] + 1
-
-    def fail(self, message: str, pos: int | None = None) -> NoReturn:
-        raise _JsonSyntaxError(self.i if pos is None else pos, message)
-
-    def document(self) -> _Node:
-        self.skip()
-        if self.i >= len(self.s):
-            self.fail("the file is empty: expected a JSON object")
-        if self.s[self.i] != "{":
-            self.fail("expected '{': the settings are one JSON object")
-        root = self.value(0)
-        self.skip()
-        if self.i < len(self.s):
-            self.fail("unexpected text after the closing '}'")
-        return root
-
-    def skip(self) -> None:
-        """Skip whitespace and comments."""
-        s = self.s
-        while self.i < len(s):
-            c = s[self.i]
-            if c in " \t\r\n":
-                self.i += 1
-            elif s.startswith("//", self.i):
-                end = s.find("\n", self.i)
-                self.i = len(s) if end < 0 else end + 1
-            elif s.startswith("/*", self.i):
-                end = s.find("*/", self.i + 2)
-                if end < 0:
-                    self.fail("unterminated /* comment")
-                self.i = end + 2
-            elif c == "/":
-                self.fail("unexpected '/': comments are // or /* */")
-            else:
-                return
-
-    def value(self, depth: int) -> _Node:
-        self.skip()
-        if self.i >= len(self.s):
-            self.fail("unexpected end of file: expected a value")
-        c = self.s[self.i]
-        if c == "{":
-            return self.obj(depth + 1)
-        if c == "[":
-            return self.array(depth + 1)
-        if c == '"':
-            return self.string()
-        if c == "-" or c.isdigit():
-            return self.number()
-        return self.literal()
-
-    def obj(self, depth: int) -> _Node:
-        if depth > MAX_DEPTH:
-            self.fail(f"nested more than {MAX_DEPTH} levels deep")
-        node = _Node("object", self.line_col(self.i)[0])
-        self.i += 1
-        while True:
-            self.skip()
-            if self.i < len(self.s) and self.s[self.i] == "}":
-                self.i += 1
-                return node
-            self.expect_key()
-            line = self.line_col(self.i)[0]
-            key = self.string()
-            self.skip()
-            if not self.s.startswith(":", self.i):
-                self.fail(f"expected ':' after the key \"{key.scalar}\"")
-            self.i += 1
-            node.members.append(_Member(str(key.scalar), line, self.value(depth)))
-            if not self.separator("}"):
-                return node
-
-    def array(self, depth: int) -> _Node:
-        if depth > MAX_DEPTH:
-            self.fail(f"nested more than {MAX_DEPTH} levels deep")
-        node = _Node("array", self.line_col(self.i)[0])
-        self.i += 1
-        while True:
-            self.skip()
-            if self.i < len(self.s) and self.s[self.i] == "]":
-                self.i += 1
-                return node
-            node.elements.append(self.value(depth))
-            if not self.separator("]"):
-                return node
-
-    def separator(self, closer: str) -> bool:
-        """After an item: ',' → True (more may follow), closer → False (consumed)."""
-        self.skip()
-        if self.s.startswith(",", self.i):
-            self.i += 1
-            return True
-        if self.s.startswith(closer, self.i):
-            self.i += 1
-            return False
-        if self.i >= len(self.s):
-            self.fail(f"unexpected end of file: expected ',' or '{closer}'")
-        self.fail(f"expected ',' or '{closer}' (a comma missing at the end of the previous value?)")
-
-    def expect_key(self) -> None:
-        if self.i >= len(self.s):
-            self.fail("unexpected end of file: expected a key or '}'")
-        c = self.s[self.i]
-        if c == '"':
-            return
-        if c == "'":
-            self.fail("keys and strings need double quotes, not single quotes")
-        if _WORD.match(self.s, self.i):
-            self.fail("key names need double quotes")
-        self.fail(f"expected a \"key\" or '}}', found {c!r}")
-
-    def string(self) -> _Node:
-        start = self.i
-        line = self.line_col(start)[0]
-        s = self.s
-        parts: list[str] = []
-        bad: list[str] = []
-        self.i += 1
-        while True:
-            m = _STRING_CHUNK.match(s, self.i)
-            assert m is not None  # the pattern matches the empty string
-            parts.append(m.group())
-            self.i = m.end()
-            if self.i >= len(s):
-                self.fail("unterminated string", start)
-            c = s[self.i]
-            if c == '"':
-                self.i += 1
-                node = _Node("string", line, scalar="".join(parts))
-                node.bad_escapes = bad
-                return node
-            if c == "\\":
-                parts.append(self.escape(start, bad))
-                continue
-            if c in "\r\n":
-                self.fail("unterminated string (a string cannot span lines)", start)
-            self.fail(f"control character U+{ord(c):04X} inside a string: write it as an escape")
-
-    def escape(self, start: int, bad: list[str]) -> str:
-        s = self.s
-        if self.i + 1 >= len(s):
-            self.fail("unterminated string", start)
-        c = s[self.i + 1]
-        if c in _ESCAPES:
-            self.i += 2
-            return _ESCAPES[c]
-        if c == "u":
-            return self.unicode_escape()
-        if _CONTROL.match(c):
-            self.fail("unterminated string (a backslash at the end of a line?)", start)
-        # Lenient: an invalid escape is kept verbatim; the caller warns with the key's name.
-        self.i += 2
-        bad.append("\\" + c)
-        return "\\" + c
-
-    def unicode_escape(self) -> str:
-        code = self.hex4(self.i + 2)
-        self.i += 6
-        if 0xD800 <= code <= 0xDBFF and self.s.startswith("\\u", self.i):
-            low = self.hex4(self.i + 2)
-            if 0xDC00 <= low <= 0xDFFF:
-                self.i += 6
-                return chr(0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00))
-        if 0xD800 <= code <= 0xDFFF:
-            self.fail("\\u escape of an unpaired surrogate", self.i - 6)
-        return chr(code)
-
-    def hex4(self, pos: int) -> int:
-        digits = self.s[pos : pos + 4]
-        if len(digits) != 4 or any(d not in "0123456789abcdefABCDEF" for d in digits):
-            self.fail("\\u must be followed by four hex digits", pos - 2)
-        return int(digits, 16)
-
-    def number(self) -> _Node:
-        m = _NUMBER.match(self.s, self.i)
-        end = m.end() if m else self.i
-        if m is None or m.group() in ("", "-") or (
-            end < len(self.s) and (self.s[end].isalnum() or self.s[end] in "._")
-        ):
-            self.fail("invalid number")
-        raw = m.group()
-        if len(raw) > MAX_NUMBER_CHARS:
-            self.fail("number too long")
-        node = _Node("number", self.line_col(self.i)[0], raw=raw)
-        node.scalar = float(raw) if any(c in raw for c in ".eE") else int(raw)
-        self.i = end
-        return node
-
-    def literal(self) -> _Node:
-        m = _WORD.match(self.s, self.i)
-        line = self.line_col(self.i)[0]
-        word = m.group() if m else ""
-        if word in ("true", "false"):
-            self.i += len(word)
-            return _Node("bool", line, scalar=word == "true")
-        if word == "null":
-            self.i += 4
-            return _Node("null", line)
-        if self.s[self.i] == "'":
-            self.fail("strings need double quotes, not single quotes")
-        if word:
-            self.fail(f"unexpected word {word!r}: text needs double quotes; "
-                      "literals are true, false and null (lowercase)")
-        self.fail(f"unexpected character {self.s[self.i]!r}: expected a value")
-
-
-def _parse_jsonc(text: str, source: str) -> _Node:
-    parser = _Parser(text)
+def _parse_jsonc(text: str, source: str) -> Node:
+    parser = JsoncParser(text)
     try:
         return parser.document()
-    except _JsonSyntaxError as err:
+    except JsonSyntaxError as err:
         line, col = parser.line_col(err.pos)
         raise ConfigError([(f"{source}:{line}:{col}", f"invalid JSON: {err.message}")]) from None
 
@@ -494,11 +240,11 @@ class _Context:
         return {sec.name: sec.known for sec in self.sections}
 
 
-def _where(node: _Node | None) -> str:
+def _where(node: Node | None) -> str:
     return f" (line {node.line})" if node is not None else ""
 
 
-def _describe(node: _Node) -> str:
+def _describe(node: Node) -> str:
     if node.kind == "string":
         text = str(node.scalar)
         return f'"{text[:40]}..."' if len(text) > 40 else f'"{text}"'
@@ -510,28 +256,31 @@ def _describe(node: _Node) -> str:
 
 
 class _Section:
-    def __init__(self, ctx: _Context, name: str, node: _Node | None):
+    def __init__(self, ctx: _Context, name: str, node: Node | None):
         self.ctx = ctx
         self.name = name
         self.known: set[str] = set()
-        self.entries: dict[str, _Member] = {}
+        self.entries: dict[str, Member] = {}
         ctx.sections.append(self)
         for member in node.members if node is not None else ():
             key = member.name.lower()
             if key in self.entries:
                 first = self.entries[key].line
-                self.problem(key, f"duplicate key (also on line {first}; keys are "
-                                  "case-insensitive)", member.node)
+                self.problem(
+                    key,
+                    f"duplicate key (also on line {first}; keys are case-insensitive)",
+                    member.node,
+                )
             else:
                 self.entries[key] = member
 
-    def problem(self, key: str, message: str, node: _Node | None = None) -> None:
+    def problem(self, key: str, message: str, node: Node | None = None) -> None:
         self.ctx.problems.append((f"{self.name}.{key}", message + _where(node)))
 
-    def warn(self, key: str, message: str, node: _Node | None = None) -> None:
+    def warn(self, key: str, message: str, node: Node | None = None) -> None:
         self.ctx.warnings.append(f"{self.name}.{key}: {message}{_where(node)}")
 
-    def get(self, key: str) -> _Node | None:
+    def get(self, key: str) -> Node | None:
         """The value of `key`, or None if absent or null (null means "not set")."""
         self.known.add(key)
         member = self.entries.get(key)
@@ -547,8 +296,9 @@ class _Section:
 
     # -- typed readers: on any problem they record it and return the default ----------------
 
-    def given(self, key: str, *, required: bool = False, nonempty: bool = False,
-              why: str = "") -> tuple[str, _Node] | None:
+    def given(
+        self, key: str, *, required: bool = False, nonempty: bool = False, why: str = ""
+    ) -> tuple[str, Node] | None:
         """The text of `key` and its node; None if absent or already reported as wrong.
 
         `required`: must be present and not empty; `nonempty`: may be absent, not empty.
@@ -566,18 +316,29 @@ class _Section:
             return None
         return value, node
 
-    def text(self, key: str, default: str, *, required: bool = False, nonempty: bool = False,
-             why: str = "") -> str:
+    def text(
+        self,
+        key: str,
+        default: str,
+        *,
+        required: bool = False,
+        nonempty: bool = False,
+        why: str = "",
+    ) -> str:
         got = self.given(key, required=required, nonempty=nonempty, why=why)
         return default if got is None else got[0]
 
-    def text_of(self, key: str, node: _Node) -> str | None:
+    def text_of(self, key: str, node: Node) -> str | None:
         if node.kind == "string":
             if node.bad_escapes:
                 escapes = ", ".join(dict.fromkeys(node.bad_escapes))
                 doubled = ", ".join("\\" + e for e in dict.fromkeys(node.bad_escapes))
-                self.warn(key, f"invalid JSON escape {escapes} kept as written; "
-                               f"write {doubled} to make the file valid JSON", node)
+                self.warn(
+                    key,
+                    f"invalid JSON escape {escapes} kept as written; "
+                    f"write {doubled} to make the file valid JSON",
+                    node,
+                )
             return str(node.scalar)
         if node.kind == "number" and isinstance(node.scalar, int):
             return node.raw
@@ -602,15 +363,15 @@ class _Section:
             return default
         return self.in_range(key, value, default, low, high, node)
 
-    def in_range(self, key: str, value: int, default: int, low: int, high: int,
-                 node: _Node) -> int:
+    def in_range(self, key: str, value: int, default: int, low: int, high: int, node: Node) -> int:
         if low <= value <= high:
             return value
         self.problem(key, f"must be from {low} to {high}, got {value}", node)
         return default
 
-    def real(self, key: str, default: float, *, low: float, high: float,
-             low_inclusive: bool = False) -> float:
+    def real(
+        self, key: str, default: float, *, low: float, high: float, low_inclusive: bool = False
+    ) -> float:
         node = self.get(key)
         if node is None:
             return default
@@ -660,8 +421,15 @@ class _Section:
     def port(self, key: str, default: int) -> int:
         return self.integer(key, default, 1, 65535)
 
-    def ip(self, key: str, default: str, *, version: int | None = None,
-           required: bool = False, why: str = "") -> str:
+    def ip(
+        self,
+        key: str,
+        default: str,
+        *,
+        version: int | None = None,
+        required: bool = False,
+        why: str = "",
+    ) -> str:
         got = self.given(key, required=required, why=why)
         if got is None:
             return default
@@ -697,7 +465,7 @@ class _Section:
 def _suggest(key: str, known: set[str], others: dict[str, set[str]]) -> str:
     close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
     if close:
-        return f"; did you mean \"{close[0]}\"?"
+        return f'; did you mean "{close[0]}"?'
     homes = [f"{name}.{key}" for name, keys in others.items() if key in keys]
     if homes:
         return f"; it belongs in another section: {' or '.join(homes)}"
@@ -769,8 +537,9 @@ def _ami(sec: _Section, *, remote: bool) -> AmiSettings:
     username = sec.text("username", d.username, nonempty=True, why="the AMI user")
     if _CONTROL.search(username):
         sec.problem("username", "must not contain control characters", sec.get("username"))
-    password = sec.text("password", d.password, required=True,
-                        why="the AMI secret of that user in manager.conf")
+    password = sec.text(
+        "password", d.password, required=True, why="the AMI secret of that user in manager.conf"
+    )
     return AmiSettings(
         hostname=hostname,
         port=port,
@@ -810,8 +579,9 @@ def _syncmanager(sec: _Section) -> SyncManagerSettings:
         localconfigspath=_configs_path(sec, d.localconfigspath),
         mode=mode,
         localfilename=_local_filename(sec, LOCAL_FILENAMES[mode]),
-        maxremovepercent=sec.real("maxremovepercent", d.maxremovepercent, low=0.0, high=100.0,
-                                  low_inclusive=True),
+        maxremovepercent=sec.real(
+            "maxremovepercent", d.maxremovepercent, low=0.0, high=100.0, low_inclusive=True
+        ),
         fullcheckevery=sec.integer("fullcheckevery", d.fullcheckevery, 1, MAX_COUNT),
     )
 
@@ -820,15 +590,19 @@ def _workdirectory(sec: _Section) -> None:
     """The original's `workdirectory` (its copy of the synced file) is accepted and ignored."""
     node = sec.get("workdirectory")
     if node is not None:
-        sec.warn("workdirectory", "ignored: the history of the synced files is now a git "
-                                  "repository in localconfigspath", node)
+        sec.warn(
+            "workdirectory",
+            "ignored: the history of the synced files is now a git repository in localconfigspath",
+            node,
+        )
 
 
 def _remote_filename(sec: _Section, default: str) -> str:
     value = sec.text("remotefilename", default, nonempty=True)
     if _CONTROL.search(value):
-        sec.problem("remotefilename", "must not contain control characters",
-                    sec.get("remotefilename"))
+        sec.problem(
+            "remotefilename", "must not contain control characters", sec.get("remotefilename")
+        )
         return default
     return value
 
@@ -839,8 +613,12 @@ def _filter_key(sec: _Section, default: str) -> str:
         return default
     value, node = got
     if re.search(r"[\s=\x00-\x1f\x7f]", value):
-        sec.problem("filterkey", "must be one Asterisk key name (no spaces, '=' or control "
-                                 f"characters), got {_describe(node)}", node)
+        sec.problem(
+            "filterkey",
+            "must be one Asterisk key name (no spaces, '=' or control "
+            f"characters), got {_describe(node)}",
+            node,
+        )
         return default
     return value
 
@@ -851,8 +629,11 @@ def _filter_value(sec: _Section, default: str) -> str:
         return default
     value, node = got
     if "\b" in value:
-        sec.problem("filtervalue", 'holds a backspace (JSON "\\b"); for a regex word boundary '
-                                   'write "\\\\b"', node)
+        sec.problem(
+            "filtervalue",
+            'holds a backspace (JSON "\\b"); for a regex word boundary write "\\\\b"',
+            node,
+        )
         return default
     if _CONTROL.search(value):
         sec.problem("filtervalue", "must not contain control characters (tab, newline...)", node)
@@ -874,8 +655,9 @@ def _configs_path(sec: _Section, default: str) -> str:
         return default
     value, node = got
     if not value.startswith("/") or _CONTROL.search(value):
-        sec.problem("localconfigspath", f"must be an absolute directory path, got "
-                                        f"{_describe(node)}", node)
+        sec.problem(
+            "localconfigspath", f"must be an absolute directory path, got {_describe(node)}", node
+        )
         return default
     return value if value.endswith("/") else value + "/"
 
@@ -886,8 +668,12 @@ def _local_filename(sec: _Section, default: str) -> str:
         return default
     value, node = got
     if "/" in value or value.startswith(".") or _CONTROL.search(value) or value != value.strip():
-        sec.problem("localfilename", "must be a plain file name inside localconfigspath (no "
-                                     f"'/', not starting with '.'), got {_describe(node)}", node)
+        sec.problem(
+            "localfilename",
+            "must be a plain file name inside localconfigspath (no "
+            f"'/', not starting with '.'), got {_describe(node)}",
+            node,
+        )
         return default
     return value
 
@@ -905,10 +691,20 @@ def _dnsservice(sec: _Section) -> DnsSettings:
         domain=_dns_name(sec, "domain", d.domain),
         record=_dns_name(sec, "record", d.record),
         recordttl=sec.integer("recordttl", d.recordttl, 0, MAX_DNS_TIME),
-        targetnormal=sec.ip("targetnormal", "", version=4, required=True,
-                            why="the central PBX's address, served as an A record"),
-        targetfailover=sec.ip("targetfailover", "", version=4, required=True,
-                              why="the branch Asterisk's address, served as an A record"),
+        targetnormal=sec.ip(
+            "targetnormal",
+            "",
+            version=4,
+            required=True,
+            why="the central PBX's address, served as an A record",
+        ),
+        targetfailover=sec.ip(
+            "targetfailover",
+            "",
+            version=4,
+            required=True,
+            why="the branch Asterisk's address, served as an A record",
+        ),
         forwarders=_forwarders(sec, own),
         forwardtimeout=sec.seconds("forwardtimeout", d.forwardtimeout),
         refreshinterval=sec.integer("refreshinterval", d.refreshinterval, 1, MAX_DNS_TIME),
@@ -918,8 +714,7 @@ def _dnsservice(sec: _Section) -> DnsSettings:
         ttl=sec.integer("ttl", d.ttl, 0, MAX_DNS_TIME),
         defaultstate=sec.choice("defaultstate", d.defaultstate, STATES),
         allow=_allow(sec, d.allow),
-        ratelimit=sec.real("ratelimit", d.ratelimit, low=0.0, high=MAX_COUNT,
-                           low_inclusive=True),
+        ratelimit=sec.real("ratelimit", d.ratelimit, low=0.0, high=MAX_COUNT, low_inclusive=True),
     )
 
 
@@ -943,23 +738,35 @@ def _allow(sec: _Section, default: tuple[str, ...]) -> tuple[str, ...]:
     for n, element in enumerate(elements):
         key = f"allow[{n}]" if node.kind == "array" else "allow"
         if element.kind != "string":
-            sec.problem(key, "must be a network (\"10.0.0.0/8\") or an address in double "
-                             f"quotes, got {_describe(element)}", element)
+            sec.problem(
+                key,
+                'must be a network ("10.0.0.0/8") or an address in double '
+                f"quotes, got {_describe(element)}",
+                element,
+            )
             continue
         text = str(element.scalar).strip()
         try:
             network = ipaddress.ip_network(text, strict=False)
         except ValueError:
-            sec.problem(key, "must be a network like \"192.168.0.0/16\" or \"fd00::/8\", or an "
-                             f"address, got {_describe(element)}", element)
+            sec.problem(
+                key,
+                'must be a network like "192.168.0.0/16" or "fd00::/8", or an '
+                f"address, got {_describe(element)}",
+                element,
+            )
             continue
         if not _strict_network(text):
             sec.warn(key, f"{text} has host bits set: taken as {network}", element)
         if str(network) not in networks:
             networks.append(str(network))
     if not elements:
-        sec.problem("allow", "must list at least one network; [\"0.0.0.0/0\", \"::/0\"] "
-                             "answers everyone (an open resolver)", node)
+        sec.problem(
+            "allow",
+            'must list at least one network; ["0.0.0.0/0", "::/0"] '
+            "answers everyone (an open resolver)",
+            node,
+        )
     return tuple(networks) if networks else default
 
 
@@ -977,7 +784,7 @@ def _dns_name(sec: _Section, key: str, default: str) -> str:
 
 def _forwarders(sec: _Section, listen: Endpoint | None) -> tuple[Endpoint, ...]:
     """`forwarder` (the original's single key) first, then `forwarders`; duplicates dropped."""
-    entries: list[tuple[str, _Node]] = []
+    entries: list[tuple[str, Node]] = []
     single = sec.get("forwarder")
     if single is not None:
         entries.append(("forwarder", single))
@@ -996,25 +803,39 @@ def _forwarders(sec: _Section, listen: Endpoint | None) -> tuple[Endpoint, ...]:
             sec.problem(key, f"{endpoint} is this DNS service itself: queries would loop", node)
             continue
         if listen is not None and _maybe_loops(endpoint, listen):
-            sec.warn(key, f"{endpoint} is probably this DNS service itself (it listens on "
-                          f"{listen}): queries would loop", node)
+            sec.warn(
+                key,
+                f"{endpoint} is probably this DNS service itself (it listens on "
+                f"{listen}): queries would loop",
+                node,
+            )
         result.append(endpoint)
     if not entries:
-        sec.problem("forwarders", "at least one upstream DNS resolver is required (forwarder "
-                                  "or forwarders: [\"ADDRESS\", \"ADDRESS:PORT\"])")
+        sec.problem(
+            "forwarders",
+            "at least one upstream DNS resolver is required (forwarder "
+            'or forwarders: ["ADDRESS", "ADDRESS:PORT"])',
+        )
     return tuple(result)
 
 
-def _forwarder(sec: _Section, key: str, node: _Node) -> Endpoint | None:
+def _forwarder(sec: _Section, key: str, node: Node) -> Endpoint | None:
     if node.kind != "string":
-        sec.problem(key, f"must be \"ADDRESS\" or \"ADDRESS:PORT\" in double quotes, got "
-                         f"{_describe(node)}", node)
+        sec.problem(
+            key,
+            f'must be "ADDRESS" or "ADDRESS:PORT" in double quotes, got {_describe(node)}',
+            node,
+        )
         return None
     text = sec.text_of(key, node) or ""
     endpoint = parse_endpoint(text, default_port=53)
     if endpoint is None:
-        sec.problem(key, "must be an IP address, ADDRESS:PORT or [IPv6]:PORT with a port from "
-                         f"1 to 65535, got {_describe(node)}", node)
+        sec.problem(
+            key,
+            "must be an IP address, ADDRESS:PORT or [IPv6]:PORT with a port from "
+            f"1 to 65535, got {_describe(node)}",
+            node,
+        )
     return endpoint
 
 
@@ -1060,8 +881,12 @@ def _servicecontrol(sec: _Section) -> ServiceControlSettings:
     token = _token(sec, "token", required=True)
     admintoken = _token(sec, "admintoken", required=False) or None
     if admintoken is not None and token and admintoken == token:
-        sec.problem("admintoken", "must differ from token (anyone who may read the status "
-                                  "could otherwise force failover)", sec.get("admintoken"))
+        sec.problem(
+            "admintoken",
+            "must differ from token (anyone who may read the status "
+            "could otherwise force failover)",
+            sec.get("admintoken"),
+        )
         admintoken = None
     return ServiceControlSettings(
         token=token,
@@ -1072,14 +897,19 @@ def _servicecontrol(sec: _Section) -> ServiceControlSettings:
 
 
 def _token(sec: _Section, key: str, *, required: bool) -> str:
-    got = sec.given(key, required=required,
-                    why="clients send it as GetStatus(token)" if required else "")
+    got = sec.given(
+        key, required=required, why="clients send it as GetStatus(token)" if required else ""
+    )
     if got is None or not got[0]:  # an empty admintoken means "none"
         return ""
     value, node = got
     if re.search(r"[\s()\x00-\x1f\x7f]", value):
-        sec.problem(key, "must not contain spaces, '(', ')' or control characters: clients "
-                         "send it as Action(token)", node)
+        sec.problem(
+            key,
+            "must not contain spaces, '(', ')' or control characters: clients "
+            "send it as Action(token)",
+            node,
+        )
         return ""
     if len(value.encode()) > MAX_TOKEN_BYTES:
         sec.problem(key, f"must be at most {MAX_TOKEN_BYTES} bytes long", node)
@@ -1089,8 +919,9 @@ def _token(sec: _Section, key: str, *, required: bool) -> str:
 
 def _metrics(sec: _Section) -> MetricsSettings:
     d = MetricsSettings()
-    return MetricsSettings(listenaddress=sec.ip("listenaddress", d.listenaddress),
-                           port=sec.port("port", d.port))
+    return MetricsSettings(
+        listenaddress=sec.ip("listenaddress", d.listenaddress), port=sec.port("port", d.port)
+    )
 
 
 def _dialplan(sec: _Section) -> DialplanSettings:
@@ -1101,28 +932,44 @@ def _dialplan(sec: _Section) -> DialplanSettings:
         sec.missing("trunk", "the branch's own PSTN endpoint/peer, which emergency calls need")
     emergency = _dialplan_list(sec, "emergency", d.emergency, dialplan_names.number_problem)
     if not emergency and sec.has("emergency"):
-        sec.problem("emergency", "must list at least one number: emergency calls must always "
-                                 "work", sec.get("emergency"))
+        sec.problem(
+            "emergency",
+            "must list at least one number: emergency calls must always work",
+            sec.get("emergency"),
+        )
         emergency = d.emergency
-    access = _dialplan_word(sec, "voicemailaccess", d.voicemailaccess,
-                            dialplan_names.number_problem, empty_ok=True)
+    access = _dialplan_word(
+        sec, "voicemailaccess", d.voicemailaccess, dialplan_names.number_problem, empty_ok=True
+    )
     if access and access in emergency:
-        sec.problem("voicemailaccess", f"{access} is also an emergency number",
-                    sec.get("voicemailaccess"))
+        sec.problem(
+            "voicemailaccess", f"{access} is also an emergency number", sec.get("voicemailaccess")
+        )
     return DialplanSettings(
         enabled=enabled,
         trunk=trunk,
         outbound=_dialplan_list(sec, "outbound", d.outbound, dialplan_names.route_problem),
         emergency=emergency,
         ringtimeout=sec.integer("ringtimeout", d.ringtimeout, 1, 600),
-        centralfallback=_dialplan_word(sec, "centralfallback", d.centralfallback,
-                                       dialplan_names.fallback_problem, empty_ok=True),
+        centralfallback=_dialplan_word(
+            sec,
+            "centralfallback",
+            d.centralfallback,
+            dialplan_names.fallback_problem,
+            empty_ok=True,
+        ),
         voicemailaccess=access,
     )
 
 
-def _dialplan_word(sec: _Section, key: str, default: str,
-                   check: Callable[[str], str | None], *, empty_ok: bool = False) -> str:
+def _dialplan_word(
+    sec: _Section,
+    key: str,
+    default: str,
+    check: Callable[[str], str | None],
+    *,
+    empty_ok: bool = False,
+) -> str:
     got = sec.given(key)
     if got is None:
         return default
@@ -1136,8 +983,9 @@ def _dialplan_word(sec: _Section, key: str, default: str,
     return value
 
 
-def _dialplan_list(sec: _Section, key: str, default: tuple[str, ...],
-                   check: Callable[[str], str | None]) -> tuple[str, ...]:
+def _dialplan_list(
+    sec: _Section, key: str, default: tuple[str, ...], check: Callable[[str], str | None]
+) -> tuple[str, ...]:
     """A list of strings (a lone string is a list of one); duplicates dropped."""
     node = sec.get(key)
     if node is None:
@@ -1147,8 +995,7 @@ def _dialplan_list(sec: _Section, key: str, default: tuple[str, ...],
     for n, element in enumerate(elements):
         where = f"{key}[{n}]" if node.kind == "array" else key
         if element.kind != "string":
-            sec.problem(where, f"must be text in double quotes, got {_describe(element)}",
-                        element)
+            sec.problem(where, f"must be text in double quotes, got {_describe(element)}", element)
             continue
         value = str(element.scalar)
         reason = check(value)
@@ -1176,21 +1023,34 @@ _SECTIONS: dict[str, Callable[[_Section], object]] = {
 # Whole-file checks
 
 
-def _read_sections(root: _Node, ctx: _Context) -> dict[str, object]:
-    members: dict[str, _Member] = {}
+def _read_sections(root: Node, ctx: _Context) -> dict[str, object]:
+    members: dict[str, Member] = {}
     for member in root.members:
         name = member.name.lower()
         if name in members:
-            ctx.problems.append((name, f"duplicate section (also on line {members[name].line}; "
-                                       "names are case-insensitive)" + _where(member.node)))
+            ctx.problems.append(
+                (
+                    name,
+                    f"duplicate section (also on line {members[name].line}; "
+                    "names are case-insensitive)" + _where(member.node),
+                )
+            )
         elif name not in _SECTIONS:
             close = difflib.get_close_matches(name, list(_SECTIONS), n=1, cutoff=0.6)
-            hint = f'; did you mean "{close[0]}"?' if close else (
-                f"; known sections: {', '.join(_SECTIONS)}")
+            hint = (
+                f'; did you mean "{close[0]}"?'
+                if close
+                else (f"; known sections: {', '.join(_SECTIONS)}")
+            )
             ctx.problems.append((name, "unknown section" + hint + _where(member.node)))
         elif member.node.kind not in ("object", "null"):
-            ctx.problems.append((name, f"must be an object {{...}}, got "
-                                       f"{_describe(member.node)}" + _where(member.node)))
+            ctx.problems.append(
+                (
+                    name,
+                    f"must be an object {{...}}, got "
+                    f"{_describe(member.node)}" + _where(member.node),
+                )
+            )
         else:
             members[name] = member
     built: dict[str, object] = {}
@@ -1231,8 +1091,10 @@ def _cross_checks(s: Settings, ctx: _Context, timeout_set: bool) -> None:
 
 def _overlap(a: str, b: str) -> bool:
     x, y = ipaddress.ip_address(a), ipaddress.ip_address(b)
-    return x == y or (x.is_unspecified and x.version == y.version) or (
-        y.is_unspecified and x.version == y.version
+    return (
+        x == y
+        or (x.is_unspecified and x.version == y.version)
+        or (y.is_unspecified and x.version == y.version)
     )
 
 
@@ -1319,5 +1181,7 @@ def file_mode_warning(path: str) -> str | None:
     if mode & (stat.S_IWGRP | stat.S_IWOTH):
         who.append("writable")
     what = " and ".join(who) or "accessible"
-    return (f"{path} is {what} by group or others (mode {stat.S_IMODE(mode):04o}) and holds "
-            f"passwords: chmod 600 {path}")
+    return (
+        f"{path} is {what} by group or others (mode {stat.S_IMODE(mode):04o}) and holds "
+        f"passwords: chmod 600 {path}"
+    )
