@@ -105,9 +105,12 @@ class SynchProcess:
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "synch.cli", *args, "-c", str(self.config_path)]
 
-    def start(self, wait: bool = True) -> SynchProcess:
+    def start(self, wait: bool = True, env: dict[str, str] | None = None) -> SynchProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(self.command("run"), stdout=log, stderr=log)
+        self.proc = subprocess.Popen(
+            self.command("run"), stdout=log, stderr=log,
+            env={**os.environ, **env} if env else None,
+        )
         log.close()
         if wait:
             wait_until(self._answering, 15, message=f"synch answering; log:\n{self.log()}")

@@ -253,3 +253,36 @@ def test_check_config_names_every_bad_key(tmp_path: Path) -> None:
     for key in ("probemonitor.interval", "probemonitor.failuretolerence", "dnsservice.port",
                 "amiremote.hostname"):
         assert key in result.stderr, result.stderr
+
+
+def test_systemd_notify_readiness_watchdog_and_stopping(
+    tmp_path: Path, central: AsteriskInstance, branch: AsteriskInstance, upstream: Dnsmasq
+) -> None:
+    notify_path = tmp_path / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(notify_path))
+    listener.settimeout(10)
+    proc = make_synch(tmp_path, central, branch, upstream)
+    proc.start(env={"NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "1000000"})
+    try:
+        messages: list[str] = []
+
+        def received(wanted: str, count: int = 1) -> bool:
+            messages.append(listener.recv(4096).decode())
+            return sum(wanted in m for m in messages) >= count
+
+        wait_until(lambda: received("READY=1"), 10, message=f"READY=1 in {messages}")
+        ready_at = next(i for i, m in enumerate(messages) if "READY=1" in m)
+        # Readiness comes after every socket is bound: DNS answers by then.
+        assert synch_dns_answers(proc)
+        wait_until(lambda: received("WATCHDOG=1", 3), 10, message=f"pings in {messages}")
+        assert all("WATCHDOG=1" not in m for m in messages[:ready_at])
+        proc.stop()
+        wait_until(lambda: received("STOPPING=1"), 5, message=f"STOPPING=1 in {messages}")
+    finally:
+        proc.stop()
+        listener.close()
+
+
+def synch_dns_answers(proc: SynchProcess) -> bool:
+    return proc.resolve_a() in ("127.0.0.10", "127.0.0.20")
