@@ -13,6 +13,8 @@ Prints one `name=value` line per figure on stdout (progress and context on stder
   the SIP name resolves.
 - status_*: 50 slow clients holding connections and a 200-client burst on the status socket.
 - ami_*: bench/bench_ami.py (GetConfig of a large file: synch.ami vs pyst2 vs a bare socket).
+- sync_*: bench/bench_sync.py (a full sync cycle at `--sync-extensions` extensions against a
+  bare-socket GetConfig of the same files, the unchanged cycle, peak RSS).
 - bench/failover_figures.py, when present, runs last and prints its own lines.
 
     python -m bench                       # everything, about 4-5 minutes
@@ -46,7 +48,7 @@ from bench.synchlab import SynchLab, cpu_seconds, rss_mb  # noqa: E402
 from tests.helpers.synchproc import TOKEN  # noqa: E402
 from tests.lab.ports import free_port  # noqa: E402
 
-SECTIONS = ("startup", "idle", "dns", "flood", "status", "ami", "figures")
+SECTIONS = ("startup", "idle", "dns", "flood", "status", "ami", "sync", "figures")
 DOMAIN = "example.local"
 SIP = f"sip.{DOMAIN}"
 NXNAME = f"nothing-here.{DOMAIN}"
@@ -377,6 +379,29 @@ def run_ami(opts: argparse.Namespace, report: Report) -> None:
         report.figure(f"ami_{label}_pyst2_vs_synch", row["pyst2"]["best"] / row["synch"]["best"])
 
 
+def run_sync(opts: argparse.Namespace, report: Report) -> None:
+    argv = [sys.executable, str(ROOT / "bench" / "bench_sync.py")]
+    argv += ["--extensions", str(opts.sync_extensions), "--rounds", str(opts.sync_rounds)]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
+    say(out.stderr.rstrip())
+    figures = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+    if not figures:
+        report.check("sync_bench", False, f"bench_sync.py failed: {out.stderr[-1000:]}")
+        return
+    f = figures.get
+    notes = {
+        "sync_ratio_target": f"full cycle {f('sync_full_s')} s = {f('sync_full_vs_reference')}x "
+        f"a bare-socket GetConfig of the same files ({f('sync_reference_s')} s; target <= 1.5)",
+        "sync_unchanged_target": f"unchanged cycle {f('sync_unchanged_s')} s (target < 0.005)",
+        "sync_rss_target": f"peak RSS {f('sync_peak_rss_mb')} MB (target < 80)",
+    }
+    for name, value in figures.items():
+        if name.endswith("_target"):
+            report.check(name, value == "pass", notes.get(name, ""))
+        else:
+            report.figure(name, value)
+
+
 def run_figures(report: Report) -> None:
     script = ROOT / "bench" / "failover_figures.py"
     if not script.exists():
@@ -401,6 +426,9 @@ def main() -> int:
     parser.add_argument("--burst-clients", type=int, default=200)
     parser.add_argument("--peers", type=int, default=10000, help="bench_ami.py --peers")
     parser.add_argument("--ami-rounds", type=int, default=3, help="bench_ami.py --rounds")
+    parser.add_argument("--sync-extensions", type=int, default=10000,
+                        help="bench_sync.py --extensions")  # fmt: skip
+    parser.add_argument("--sync-rounds", type=int, default=3, help="bench_sync.py --rounds")
     opts = parser.parse_args()
     wanted = [s for s in opts.only.split(",") if s and s not in opts.skip.split(",")]
     unknown = set(wanted) - set(SECTIONS)
@@ -439,6 +467,9 @@ def main() -> int:
     if "ami" in wanted:
         say("[ami]")
         run_ami(opts, report)
+    if "sync" in wanted:
+        say("[sync]")
+        run_sync(opts, report)
     if "figures" in wanted:
         run_figures(report)
     report.figure("bench_seconds", time.monotonic() - started)

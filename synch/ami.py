@@ -5,7 +5,9 @@ pyst2 gives us the reader greenlets and the message framing. What it lacks is ad
 - a session that timed out, broke or answered garbage is thrown away, never reused: pyst2
   matches replies by order, so after one lost reply every later caller would get the wrong
   one. Each request carries its own ActionID and a reply that does not echo it is garbage;
-- replies are read through a buffer (pyst2 reads one byte per recv);
+- replies are read in chunks (pyst2 reads one byte per recv) and framed by `_Framer`, which
+  keeps pyst2's framing rules but finds and parses a plain reply (every line `Key: value`,
+  e.g. GetConfig, 200,000 lines for 10k accounts) in bulk, while it is still arriving;
 - `close()` shuts the socket down itself (pyst2's `close()`/`logoff()` can block forever);
 - login with `Events: off` (pyst2's event parser crashes on ChanVariable under Python 3);
 - a fresh dict for every `send_action` (its default argument is a shared mutable dict);
@@ -24,8 +26,9 @@ import itertools
 import re
 import socket
 import ssl
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +40,9 @@ from asterisk import manager as pyst2
 from synch.probe import ProbeResult
 
 _READ_BUFFER = 256 * 1024
+# A reply already this large and still arriving is read in batches, _BATCH_DELAY apart.
+_BATCH_AFTER = 64 * 1024
+_BATCH_DELAY = 0.002
 _OK_RESPONSES = frozenset({"success", "follows", "goodbye"})
 _KNOWN_RESPONSES = _OK_RESPONSES | {"error"}
 # A header is `Key: Value`; Asterisk keys are tokens (Line-000000-000001, ActionID, ...).
@@ -120,18 +126,21 @@ def parse_reply(lines: Sequence[str]) -> AmiReply:
     return AmiReply(headers=tuple(headers), body="\n".join(body))
 
 
-class _BufferedStream:
-    """What pyst2 keeps in `Manager._sock`, reading lines through a buffer.
+class _Stream:
+    """What pyst2 keeps in `Manager._sock`: our reader takes whole chunks, pyst2 writes actions.
 
-    pyst2 iterates it for lines, writes whole actions, and closes it when the reader ends.
+    pyst2 read one byte per recv; chunks go into one reused buffer (no allocation per recv).
     """
 
     def __init__(self, sock: socket.socket):
         self._sock = sock
-        self._reader = sock.makefile("rb", buffering=_READ_BUFFER)
+        self._buffer = bytearray(_READ_BUFFER)
+        self._view = memoryview(self._buffer)
 
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._reader)
+    def read_chunk(self) -> bytes:
+        """What the peer sent since the last call (waits for something); b"" at EOF."""
+        count = self._sock.recv_into(self._buffer)
+        return bytes(self._view[:count])
 
     def write(self, data: bytes) -> None:
         self._sock.sendall(data)
@@ -140,13 +149,191 @@ class _BufferedStream:
         pass
 
     def close(self) -> None:
-        # Only the reader greenlet calls this (pyst2, at EOF); closing a BufferedReader from
-        # another greenlet while it reads raises "reentrant call".
-        self._reader.close()
+        pass  # pyst2 calls this at EOF; _Session.close() closes the socket itself
+
+
+class _Reply:
+    """A message the reader already parsed: every line a header, not an event."""
+
+    def __init__(self, reply: AmiReply):
+        self.reply = reply
+
+
+# A GetConfig or CoreStatus reply: `Key: value` lines, CR LF, nothing unusual (see _Framer).
+_PLAIN_LINE = re.compile(r"^([A-Za-z0-9_.()/-]+): ?([^\r\n]*)\r\n", re.MULTILINE)
+# Lines on which pyst2's framing changes state or its parser treats specially.
+_SPECIAL_LINE = re.compile(r"^(?:Response[^:\n]*:[^\n]*Follows|Event:)", re.MULTILINE)
+_EOL = "\r\n"
+
+
+class _Framer:
+    """pyst2 0.5.1's message framing (`Manager._receive_data`), chunk by chunk.
+
+    The rules, and the state they keep across messages, are pyst2's, quirks included (a line
+    containing 'status will follow' swallows messages until 'StatusComplete', `Response:
+    Follows` waits for '--END COMMAND--', ...): `_line` applies them line by line. pyst2 spends
+    several Python operations per line, and ManagerMsg parses every line again; a 10k-account
+    GetConfig has ~200,000 lines. So a message whose every line is a plain `Key: value` CR LF
+    header, where none of those rules can apply, is found with one search for its end and
+    parsed with one regex pass: the same lines, split and parsed as pyst2 and parse_reply
+    would. Anything else goes through `_line`.
+    """
+
+    def __init__(self, session: _Session):
+        self._session = session
+        self._buffer = bytearray()
+        self._scan = 0  # where the search for the current message's end resumes
+        self._checked = 0  # its lines up to here are parsed, into _parsed
+        self._parsed: list[list[tuple[str, str]]] = []
+        self._values: dict[str, str] = {}
+        self._lines: list[str] = []  # the message being assembled by _line
+        self._multiline = self._status = self._wait_for_marker = False
+
+    def feed(self, chunk: bytes) -> list[Any]:
+        """The messages `chunk` completes, in order: lists of lines (pyst2's form) or _Reply."""
+        self._buffer += chunk
+        done: list[Any] = []
+        pos = 0
+        while True:
+            if self._plain:
+                after, message = self._plain_message(pos)
+                if after < 0:
+                    pos = -after - 1
+                    break  # the message is incomplete: wait for more
+                pos = after
+                if message is not None:
+                    done.append(message)
+                    continue
+            end = self._buffer.find(b"\n", pos)
+            if end < 0:
+                break
+            line = self._buffer[pos : end + 1].decode("utf8", "ignore")
+            pos = end + 1
+            message = self._line(line)
+            if message is not None:
+                done.append(message)
+        del self._buffer[:pos]
+        self._scan = max(self._scan - pos, 0)
+        self._checked = max(self._checked - pos, 0)
+        return done
+
+    def feed_eof(self) -> list[Any]:
+        """At EOF pyst2 reads what is left line by line, the unfinished last line too (a
+        greeting may end there)."""
+        *lines, partial = self._buffer.split(b"\n")  # lines as BufferedReader yields them
+        raws = [line + b"\n" for line in lines] + ([partial] if partial else [])
+        done = []
+        for raw in raws:
+            message = self._line(raw.decode("utf8", "ignore"))
+            if message is not None:
+                done.append(message)
+        self._buffer.clear()
+        return done
+
+    @property
+    def pending(self) -> int:
+        """Bytes received and not yet part of a finished message."""
+        return len(self._buffer)
+
+    @property
+    def _plain(self) -> bool:
+        """No message under way and no pyst2 state set: the fast path may try."""
+        return not (
+            self._lines or self._multiline or self._status or self._wait_for_marker
+        ) and bool(self._session.title)
+
+    def _plain_message(self, pos: int) -> tuple[int, Any]:
+        """(position after it, message) for a plain message at `pos`; (pos, None) when the
+        message there is not plain (for _line); (-pos - 1, None) when it is incomplete.
+
+        The lines of an incomplete message are parsed as they arrive, while the peer is still
+        writing the rest."""
+        buffer = self._buffer
+        while buffer.startswith(b"\r\n", pos):  # pyst2 skips empty lines between messages
+            pos += 2
+        end = buffer.find(b"\n\r\n", max(pos, self._scan))
+        start = max(pos, self._checked)
+        if end < 0:
+            last = buffer.rfind(b"\n")
+            if last >= start and not self._parse_lines(start, last + 1):
+                return self._not_plain(pos)
+            self._checked = max(last + 1, start)
+            self._scan = max(pos, len(buffer) - 2)
+            return -pos - 1, None
+        if not self._parse_lines(start, end + 1):
+            return self._not_plain(pos)
+        headers = tuple(itertools.chain.from_iterable(self._parsed))
+        self._not_plain(pos)  # reset for the next message
+        return end + 3, _Reply(AmiReply(headers=headers))
+
+    def _parse_lines(self, start: int, end: int) -> bool:
+        """Parse whole lines buffer[start:end] of a plain message; False if they are not plain."""
+        try:
+            # pyst2 decodes each line dropping invalid bytes, which can turn a line into the
+            # blank line that ends a message: only valid UTF-8 is sure to be framed the same.
+            text = self._buffer[start:end].decode("utf8")
+        except UnicodeDecodeError:
+            return False
+        lines = text.count("\n")
+        if (
+            text.count("\r") != lines
+            or text.count("\r\n") != lines
+            or "status will follow" in text
+            or "ChanVariable" in text
+            or _SPECIAL_LINE.search(text)
+        ):
+            return False
+        headers = _PLAIN_LINE.findall(text)
+        if len(headers) != lines:
+            return False
+        # A large reply repeats most values (`type=aor` 10,000 times): keep one copy of each.
+        same = self._values.setdefault
+        self._parsed.append([(key, same(value, value)) for key, value in headers])
+        return True
+
+    def _not_plain(self, pos: int) -> tuple[int, None]:
+        self._scan = self._checked = 0
+        self._parsed = []
+        self._values = {}
+        return pos, None
+
+    def _line(self, line: str) -> Any:
+        """pyst2's loop body for one line; the finished message (list of lines) or None."""
+        session = self._session
+        if not session.title and "/" in line and ":" not in line:
+            session.title = line.split("/")[0].strip()
+            session.version = line.split("/")[1].strip()
+            self._lines += ["Response: Generated Header\r\n", line]
+            return self._finish()
+        if line == _EOL and not self._wait_for_marker:
+            self._multiline = False
+            return self._finish() if self._lines else None
+        if "status will follow" in line:
+            self._status = self._wait_for_marker = True
+        self._lines.append(line)
+        if not line.endswith("\r\n") or ":" not in line:
+            self._multiline = True
+        if (
+            not (self._multiline or self._status)
+            and line.startswith("Response")
+            and line.split(":", 1)[1].strip() == "Follows"
+        ):
+            self._wait_for_marker = True
+        if self._multiline and (
+            line.startswith("--END COMMAND--") or line.strip().endswith("--END COMMAND--")
+        ):
+            self._wait_for_marker = self._multiline = False
+        if self._status and "StatusComplete" in line:
+            self._wait_for_marker = self._status = False
+        return None
+
+    def _finish(self) -> list[str]:
+        lines, self._lines = self._lines, []
+        return lines
 
 
 class _Session(pyst2.Manager):  # type: ignore[misc]
-    """One pyst2 connection: own socket (timeout, TLS, buffered reads), bounded close."""
+    """One pyst2 connection: own socket (timeout, TLS), chunked reads, bounded close."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -174,7 +361,7 @@ class _Session(pyst2.Manager):  # type: ignore[misc]
             sock.close()
             raise
         self._raw = sock
-        self._sock = _BufferedStream(sock)
+        self._sock = _Stream(sock)
         self._connected.set()
         self._running.set()
         # Registered as a waiter before the reader starts, so that EOF before the greeting
@@ -183,6 +370,57 @@ class _Session(pyst2.Manager):  # type: ignore[misc]
         self.message_thread.start()
         self.event_dispatch_thread.start()
         return self._response_queue.get()
+
+    def _receive_data(self) -> None:
+        """pyst2's reader loop, fed chunk by chunk (see _Framer); the same messages, and the
+        same None once the connection ends. The connection can only end while waiting for a
+        chunk (a greenlet switch), so checking after each chunk is checking after each line."""
+        framer = _Framer(self)
+        queue = self._message_queue
+        while self._running.is_set() and self._connected.is_set():
+            try:
+                chunk = self._sock.read_chunk()
+            except OSError:
+                self._connected.clear()
+                queue.put(None)
+                return
+            if not self._connected.is_set():
+                queue.put(None)
+                return
+            messages = framer.feed(chunk) if chunk else framer.feed_eof()
+            for message in messages:
+                queue.put(message)
+            if not chunk:
+                self._connected.clear()
+                queue.put(None)
+                return
+            if framer.pending >= _BATCH_AFTER and len(chunk) < _BATCH_AFTER:
+                # Deep in a large reply that trickles in (Asterisk writes each line on its
+                # own): let it pile up rather than wake up for every few hundred bytes.
+                gevent.sleep(_BATCH_DELAY)
+
+    def message_loop(self) -> None:
+        """pyst2's dispatcher, except that replies the reader parsed skip ManagerMsg."""
+        reader = threading.Thread(target=self._receive_data, daemon=True)
+        reader.start()
+        try:
+            while self._running.is_set():
+                data = self._message_queue.get()
+                if not data:
+                    self._event_queue.put(None)
+                    for _ in self._reswaiting:
+                        self._response_queue.put(None)
+                    break
+                if isinstance(data, _Reply):
+                    self._response_queue.put(data)
+                    continue
+                message = pyst2.ManagerMsg(data)
+                if message.has_header("Event"):
+                    self._event_queue.put(pyst2.Event(message))
+                elif message.has_header("Response"):
+                    self._response_queue.put(message)
+        finally:
+            reader.join()
 
     def close(self) -> None:
         """Never blocks: shut the socket down so pyst2's reader sees EOF and its greenlets end."""
@@ -372,7 +610,7 @@ class AmiClient:
         action_id = f"synch-{next(self._ids)}"
         try:
             message = session.send_action({**fields, "ActionID": action_id})
-            reply = parse_reply(message.response)
+            reply = message.reply if isinstance(message, _Reply) else parse_reply(message.response)
             if reply.get("ActionID") != action_id:
                 raise AmiTransportError(
                     f"{self.name} AMI {self._where}: answer to {action} does not carry its "

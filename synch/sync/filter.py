@@ -91,7 +91,7 @@ def select_pjsip(
             chosen.append(cat)
 
     for endpoint in endpoints:
-        if endpoint.is_template or endpoint.type != "endpoint" or not selector.matches(endpoint):
+        if not _selected(endpoint, selector):
             continue
         add(endpoint)
         refs = endpoint_references(endpoint)
@@ -109,12 +109,35 @@ def select_pjsip(
     return Selection(ConfigFile(tuple(chosen)), warnings)
 
 
+def referenced_names(endpoints: ConfigFile, selector: Selector) -> set[str]:
+    """Every aor and auth name that the endpoints select_pjsip selects refer to: all it will
+    look up in the aors and auths (see parse_getconfig's `names`)."""
+    names: set[str] = set()
+    for endpoint in endpoints:
+        if _selected(endpoint, selector):
+            refs = endpoint_references(endpoint)
+            names.update(refs["aor"], refs["auth"])
+    return names
+
+
+def _selected(endpoint: Category, selector: Selector) -> bool:
+    return not endpoint.is_template and endpoint.type == "endpoint" and selector.matches(endpoint)
+
+
 def endpoint_references(endpoint: Category) -> dict[str, list[str]]:
     """The aor and auth names an endpoint uses: {"aor": [...], "auth": [...]}, in order."""
-    return {
-        "aor": _split_names(endpoint.values("aors")),
-        "auth": _split_names(endpoint.values("auth") + endpoint.values("outbound_auth")),
-    }
+    # One pass over the lines (this runs for every account, several times per cycle).
+    aors: list[str] = []
+    auths: list[str] = []
+    outbound: list[str] = []
+    wanted = {"aors": aors, "auth": auths, "outbound_auth": outbound}
+    for key, value in endpoint.lines:
+        # Lowercasing only keys that may be one of them: their first letter is a or o.
+        if key[:1] in "aAoO":
+            found = wanted.get(key.lower())
+            if found is not None:
+                found.append(value)
+    return {"aor": _split_names(aors), "auth": _split_names(auths + outbound)}
 
 
 def _split_names(values: list[str]) -> list[str]:

@@ -14,6 +14,7 @@ branch, which also retries a reload that failed (even across restarts).
 from __future__ import annotations
 
 import fcntl
+import gc
 import hashlib
 import json
 import logging
@@ -30,7 +31,13 @@ from synch.config import Settings
 from synch.dialplan import sync as dialplan_sync
 from synch.files import atomic_write, owned_like_parent, read_text
 from synch.gitlog import ConfigHistory, HistoryError
-from synch.sync.filter import Selector, central_filter, select_pjsip, select_sip
+from synch.sync.filter import (
+    Selector,
+    central_filter,
+    referenced_names,
+    select_pjsip,
+    select_sip,
+)
 from synch.sync.model import (
     Category,
     ConfigFile,
@@ -139,7 +146,8 @@ class SyncJob:
         `dry_run`: compute the diff, write nothing; `full`: fetch even if the central looks
         unchanged. Never raises: every failure is an outcome with a reason."""
         try:
-            outcome = self._run(force=force, dry_run=dry_run, full=full)
+            with _gc_paused():
+                outcome = self._run(force=force, dry_run=dry_run, full=full)
         except SyncFailed as exc:
             outcome = Outcome("failed", str(exc))
         except AmiError as exc:
@@ -282,8 +290,10 @@ class SyncJob:
         pushed = central_filter(self.selector)
         if self.mode == "pjsip":
             endpoints = self._get("pjsip.endpoint.conf", pushed)
-            aors = self._get("pjsip.aor.conf", None)
-            auths = self._get("pjsip.auth.conf", None)
+            # Of the (unfiltered) aors and auths, only build those the selection can use.
+            needed = referenced_names(endpoints, self.selector)
+            aors = self._get("pjsip.aor.conf", None, needed)
+            auths = self._get("pjsip.auth.conf", None, needed)
             config, warnings = select_pjsip(endpoints, aors, auths, self.selector)
             config = without_transport(config)
         else:
@@ -310,13 +320,13 @@ class SyncJob:
             f"{len(whole.categories)} sections of the central's {filename}"
         )
 
-    def _get(self, filename: str, pushed: str | None) -> ConfigFile:
+    def _get(self, filename: str, pushed: str | None, names: set[str] | None = None) -> ConfigFile:
         try:
             reply = get_config(self.central, filename, pushed)  # type: ignore[arg-type]
         except AmiError as exc:
             raise SyncFailed(f"central {filename}: {exc}") from exc
         try:
-            return parse_getconfig(reply.headers, reply.body)
+            return parse_getconfig(reply.headers, reply.body, names=names)
         except ConfigParseError as exc:
             raise SyncFailed(f"central {filename}: {exc}") from exc
 
@@ -473,6 +483,20 @@ def _drop_transport(cat: Category) -> Category:
     if len(lines) == len(cat.lines):
         return cat
     return Category(cat.name, lines, cat.templates, cat.is_template)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection during a cycle. A 10k-account cycle creates ~500,000
+    small tuples and strings (none in cycles, so reference counting frees them); with the
+    collector on, a third of the cycle's time went into scanning them again and again."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _digest(text: str) -> str:

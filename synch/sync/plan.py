@@ -45,13 +45,14 @@ def accounts(config: ConfigFile, mode: str) -> list[str]:
     whatever their `type=`); pjsip: the `type=endpoint` sections.
     """
     _check_mode(mode)
-    names: list[str] = []
-    for cat in config:
-        if cat.is_template or (mode == "pjsip" and cat.type != "endpoint"):
-            continue
-        if cat.name not in names:
-            names.append(cat.name)
-    return names
+    pjsip = mode == "pjsip"
+    # A dict keeps the first occurrence's order (a list's `in` made 10k accounts quadratic).
+    names = {
+        cat.name: None
+        for cat in config
+        if not cat.is_template and not (pjsip and cat.type != "endpoint")
+    }
+    return list(names)
 
 
 def diff(old: ConfigFile, new: ConfigFile, mode: str) -> Change:
