@@ -41,6 +41,7 @@ TOKEN = "image-test-token"
 DOMAIN = "branch.test"
 HOSTNAME = "branch-qemu"
 CENTRAL_IN_GUEST, GUEST = "10.0.2.2", "10.0.2.15"
+ANSI = re.compile(r"\x1b(\[[0-9;?!]*[A-Za-z]|\][^\x07]*\x07)")
 
 
 def say(message: str) -> None:
@@ -98,7 +99,8 @@ class Guest:
             "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024",
             "-display", "none", "-monitor", "none", "-serial", f"file:{self.console}",
             "-kernel", str(self.work / "vmlinuz"), "-initrd", str(self.work / "initrd.img"),
-            "-append", "root=/dev/vda2 rootwait console=ttyAMA0 systemd.debug_shell=/dev/hvc0",
+            "-append", "root=/dev/vda2 rootwait console=ttyAMA0 systemd.debug_shell=/dev/hvc0"
+            " systemd.mask=serial-getty@hvc0.service",
             "-drive", f"if=none,id=hd,file={self.disk},format=raw",
             "-device", "virtio-blk-pci,drive=hd",
             "-netdev", f"user,id=net0,{fwd}", "-device", "virtio-net-pci,netdev=net0,romfile=",
@@ -111,22 +113,46 @@ class Guest:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def connect_shell(self, timeout: float = 60) -> None:
+        """Attach to the debug shell and make it plain: no echo, prompt or escape codes."""
+        self.shell = socket.socket(socket.AF_UNIX)
+        self.shell.connect(str(self.shell_path))
+        setup = (
+            "stty -echo; export TERM=dumb PS1='' PROMPT_COMMAND='';"
+            " bind 'set enable-bracketed-paste off'"
+        )
+        deadline = time.monotonic() + timeout
+        while True:  # the shell may still be starting: retry until it answers
+            try:
+                self._exchange(setup, 3)
+                return
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise AssertionError("guest debug shell does not answer") from None
+
     def sh(self, command: str, timeout: float = 60) -> tuple[int, str]:
         """Run a command in the guest's debug shell; (exit status, output)."""
         if self.shell is None:
-            self.shell = socket.socket(socket.AF_UNIX)
-            self.shell.connect(str(self.shell_path))
+            self.connect_shell()
+        try:
+            return self._exchange(command, timeout)
+        except TimeoutError:
+            raise AssertionError(f"guest shell: no answer to {command!r}") from None
+
+    def _exchange(self, command: str, timeout: float) -> tuple[int, str]:
+        assert self.shell is not None
         self.counter += 1
         marker = f"__RC{self.counter}__"
-        # The tty echoes the line with `$?` unexpanded: only the real output has digits there.
+        # An echoed line would show `$?` unexpanded: only the real output has digits there.
         self.shell.sendall(f"{command}; echo {marker}$?{marker}\n".encode())
         pattern = re.compile(rf"{marker}(\d+){marker}")
         buf = b""
         deadline = time.monotonic() + timeout
         while not (m := pattern.search(buf.decode(errors="replace"))):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"guest shell: no answer to {command!r}: {buf[-500:]!r}")
-            self.shell.settimeout(max(0.1, deadline - time.monotonic()))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            self.shell.settimeout(left)
             try:
                 chunk = self.shell.recv(65536)
             except TimeoutError:
@@ -134,9 +160,8 @@ class Guest:
             if not chunk:
                 raise AssertionError("guest shell closed")
             buf += chunk
-        text = buf.decode(errors="replace")[: m.start()]
-        lines = text.replace("\r", "").split("\n")
-        output = "\n".join(ln for ln in lines if marker not in ln).strip()
+        text = ANSI.sub("", buf.decode(errors="replace")[: m.start()]).replace("\r", "")
+        output = "\n".join(ln for ln in text.split("\n") if marker not in ln).strip()
         return int(m.group(1)), output
 
     def stop(self) -> None:
@@ -227,7 +252,12 @@ def appliance_checks(guest: Guest, ports: dict[str, int], c: Checks, secret: lis
 
     def ami_user() -> bool:
         rc, out = guest.sh("asterisk -rx 'manager show user synch'", timeout=30)
-        return rc == 0 and "synch" in out and "127.0.0.1" in out
+        if rc != 0 or "username: synch" not in out:
+            raise AssertionError(out[-300:])
+        listening = guest.sh("ss -Hltn 'sport = :5038'")[1].split()
+        if "127.0.0.1:5038" not in listening:
+            raise AssertionError(f"AMI listens on {listening}")
+        return True
 
     c.check("branch Asterisk has synch's AMI user", ami_user)
 

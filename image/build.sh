@@ -13,7 +13,7 @@ source "$HERE/lib.sh"
 
 OUT_DIR="$(mkdir -p "${1:-$HERE/out}" && cd "${1:-$HERE/out}" && pwd)"
 STAGE="$TOP/pi-gen-stage"
-XZ_LEVEL="${XZ_LEVEL:-6}"
+XZ_LEVEL="${XZ_LEVEL:-3}"  # 0..9, or "none" for no .xz (a boot test needs only the .img)
 [ "$(id -u)" = 0 ] || die "run as root (chroot, mounts of /proc and /dev for package scripts)"
 for tool in debootstrap mkfs.ext4 mkfs.vfat mcopy sfdisk xz update-binfmts; do
 	command -v "$tool" >/dev/null || die "$tool not found (apt-get install debootstrap \
@@ -56,10 +56,15 @@ img="$OUT_DIR/synch-$version-arm64.img"
 ln -sfn "$(basename "$img")" "$OUT_DIR/synch-arm64.img"
 step assemble "$t"
 
+echo "image $(du -h --apparent-size "$img" | cut -f1) raw, $(du -h "$img" | cut -f1) allocated" >>"$timings"
+if [ "$XZ_LEVEL" = none ]; then
+	progress "done: $img (not compressed); timings in $timings"
+	exit 0
+fi
 t=$(date +%s)
 progress "compress: xz -$XZ_LEVEL"
+rm -f "$img.xz"
 nice -n 10 xz -T2 "-$XZ_LEVEL" -k -f "$img"
 step compress "$t"
-
-echo "image $(du -h --apparent-size "$img" | cut -f1) raw, $(du -h "$img.xz" | cut -f1) xz" >>"$timings"
+echo "xz $(du -h "$img.xz" | cut -f1)" >>"$timings"
 progress "done: $img.xz ($(du -h "$img.xz" | cut -f1)); timings in $timings"

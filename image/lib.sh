@@ -49,10 +49,23 @@ chroot_mount() {
 		mount --bind "$CACHE_DIR/apt-archives" "$root/var/cache/apt/archives"
 	mkdir -p "$CACHE_DIR/pip" "$root/root/.cache/pip"
 	mountpoint -q "$root/root/.cache/pip" || mount --bind "$CACHE_DIR/pip" "$root/root/.cache/pip"
+	build_apt_conf "$root"
+}
+
+# The archive reached from the build machine may be a frozen snapshot whose sid Release file
+# is past its Valid-Until by the machine's clock; for the build only (never in the image),
+# apt may accept it. APT_CHECK_VALID_UNTIL=1 keeps apt's check.
+APT_BUILD_CONF=etc/apt/apt.conf.d/00synch-build-only
+build_apt_conf() {
+	local root="$1"
+	if [ "${APT_CHECK_VALID_UNTIL:-0}" != 1 ]; then
+		echo 'Acquire::Check-Valid-Until "false";' >"$root/$APT_BUILD_CONF"
+	fi
 }
 
 chroot_umount() {
 	local root="$1" m
+	rm -f "$root/$APT_BUILD_CONF"
 	# Deepest first; tolerate mounts that are already gone.
 	for m in root/.cache/pip var/cache/apt/archives tmp run dev/pts dev sys proc; do
 		if mountpoint -q "$root/$m"; then

@@ -11,7 +11,7 @@ for f in appliance/synch.service appliance/appsettings.json \
 done
 
 install -d "${ROOTFS_DIR}/var/tmp/synch-dist"
-install -m 644 "$files"/synch-*.whl "${ROOTFS_DIR}/var/tmp/synch-dist/"
+install -m 644 "$files"/synch-*.whl "$files"/wheels/*.whl "${ROOTFS_DIR}/var/tmp/synch-dist/"
 
 install -m 644 "$files/appliance/synch.service" "${ROOTFS_DIR}/etc/systemd/system/"
 install -m 644 "$files/appliance/first-boot/synch-first-boot.service" "${ROOTFS_DIR}/etc/systemd/system/"

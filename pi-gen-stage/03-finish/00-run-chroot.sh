@@ -9,3 +9,5 @@ if ! mountpoint -q /root/.cache/pip; then
 	rm -rf /root/.cache/pip
 fi
 apt-get clean
+# 190 MB of package lists (sid's among them) are stale by the time a card is flashed.
+rm -rf /var/lib/apt/lists/*
