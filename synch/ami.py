@@ -37,6 +37,7 @@ import gevent.lock
 import gevent.monkey
 from asterisk import manager as pyst2
 
+from synch.config import AmiSettings
 from synch.probe import ProbeResult
 
 _READ_BUFFER = 256 * 1024
@@ -653,6 +654,20 @@ class AmiClient:
         elif message.lower() == "authentication failed":
             text += f" (check the username '{self.username}' and the secret in manager.conf)"
         return AmiResponseError(text, action=action, message=message, reply=reply)
+
+
+def client_for(ami: AmiSettings, *, name: str, timeout: float | None = None) -> AmiClient:
+    """A client for an `amiremote` or `amilocal` section (its own timeout unless given)."""
+    return AmiClient(
+        ami.hostname,
+        ami.port,
+        ami.username,
+        ami.password,
+        timeout=ami.timeout if timeout is None else timeout,
+        tls=ami.tls,
+        cafile=ami.cafile,
+        name=name,
+    )
 
 
 def probe_once(client: AmiClient) -> tuple[ProbeResult, float, str]:

@@ -116,23 +116,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _sync_job(settings: Settings) -> "SyncJob":
-    from synch.ami import AmiClient
+    from synch.ami import client_for
     from synch.sync.job import SyncJob
 
-    ar, al = settings.amiremote, settings.amilocal
-    central = AmiClient(
-        ar.hostname,
-        ar.port,
-        ar.username,
-        ar.password,
-        timeout=ar.timeout,
-        tls=ar.tls,
-        cafile=ar.cafile,
-        name="central",
-    )
-    branch = AmiClient(
-        al.hostname, al.port, al.username, al.password, timeout=al.timeout, name="branch"
-    )
+    central = client_for(settings.amiremote, name="central")
+    branch = client_for(settings.amilocal, name="branch")
     return SyncJob(settings, central, branch)
 
 

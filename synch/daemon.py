@@ -21,7 +21,7 @@ from gevent.pywsgi import WSGIServer
 from prometheus_client import make_wsgi_app
 
 from synch import __version__
-from synch.ami import AmiClient, AmiError, probe_once
+from synch.ami import AmiError, client_for, probe_once
 from synch.config import Settings
 from synch.control.protocol import ControlProtocol, StatusSnapshot
 from synch.control.server import ControlServer
@@ -70,36 +70,10 @@ class Daemon:
         )
 
         ar = settings.amiremote
-        self._probe_client = AmiClient(
-            ar.hostname,
-            ar.port,
-            ar.username,
-            ar.password,
-            timeout=settings.probe_timeout,
-            tls=ar.tls,
-            cafile=ar.cafile,
-            name="central",
-        )
+        self._probe_client = client_for(ar, name="central", timeout=settings.probe_timeout)
         # Separate sessions: a big GetConfig must never delay a probe.
-        self._sync_client = AmiClient(
-            ar.hostname,
-            ar.port,
-            ar.username,
-            ar.password,
-            timeout=ar.timeout,
-            tls=ar.tls,
-            cafile=ar.cafile,
-            name="central",
-        )
-        al = settings.amilocal
-        self._branch_client = AmiClient(
-            al.hostname,
-            al.port,
-            al.username,
-            al.password,
-            timeout=al.timeout,
-            name="branch",
-        )
+        self._sync_client = client_for(ar, name="central")
+        self._branch_client = client_for(settings.amilocal, name="branch")
         self.sync_job = SyncJob(settings, self._sync_client, self._branch_client)
         self.last_sync: dict[str, Any] = {}
         # Read at each scrape: a rollback or `synch resume` from the CLI shows at once.
