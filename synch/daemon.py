@@ -391,7 +391,7 @@ class Daemon:
         self._notifier.stopping()
         self._stop_servers()
         # Let a sync in progress finish its write and commit (bounded), then kill the rest.
-        if self._sync_lock.acquire(timeout=1.0):
+        if self._sync_lock.acquire(timeout=0.5):
             self._sync_lock.release()
         self._group.kill(block=True, timeout=0.5)
         for client in (self._probe_client, self._sync_client, self._branch_client):
