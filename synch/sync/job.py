@@ -201,12 +201,17 @@ class SyncJob:
             self.history.commit_local_edits()
             old_texts = self._read_files(files)
             old_text = old_texts[self.filename]
-            old_config = self._parse_local(old_text)
-            change = diff(old_config, fetched.config, self.mode)
+            # The common case, nothing changed: the file on disk is exactly the rendering, and
+            # parse_conf_text(render(c)) == c, so there is nothing to parse or compare.
+            unchanged = old_text == new_text
+            old_config = fetched.config if unchanged else self._parse_local(old_text)
+            change = (
+                Change((), (), ()) if unchanged else diff(old_config, fetched.config, self.mode)
+            )
             commit = None
             if any(old_texts[name] != text for name, text in files.items()):
                 reason = None
-                if old_text != new_text:  # the guard protects accounts, not the dialplan
+                if not unchanged:  # the guard protects accounts, not the dialplan
                     reason = guard(
                         len(accounts(old_config, self.mode)),
                         change,
