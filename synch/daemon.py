@@ -379,9 +379,10 @@ class Daemon:
 
     def run(self) -> int:
         """Start, serve until SIGTERM/SIGINT, stop. Returns the exit code."""
-        self.start()
+        # Handlers first: a SIGTERM while the sockets are being bound must stop cleanly too.
         for signum in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(signum, self.request_stop, signal.Signals(signum).name)
+        self.start()
         self._stop.wait()
         self.stop()
         return self.exit_code

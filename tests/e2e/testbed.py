@@ -16,6 +16,12 @@ delay emulation; loss is `numgen random`, a silent link is `drop`, a cut is `lin
 
 The test process talks to sockets inside the namespaces directly (`ns_socket`: a thread that
 setns()es, makes the socket and ends), so sampling DNS or the status socket costs no process.
+
+With `dialplan=` (survivable calling) synch also generates the branch's dialplan and voicemail;
+the branch's base config then includes them and has the trunk `pstn-gw` to the PSTN gateway at
+10.232.1.20 on the phones' LAN, where a test answers with a sipp uas; and the central has a
+mailbox for every phone.
+
 Namespace names start with tests.lab.netns's prefix and record their owner there, so a run
 that was killed is cleaned up by the next one.
 """
@@ -34,7 +40,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +59,9 @@ REPO = Path(__file__).resolve().parents[2]
 BRANCH_LAN = "10.232.1.1"
 PHONE_ADDRS = ("10.232.1.11", "10.232.1.12", "10.232.1.13")
 LAN_PREFIX = "10.232.1.0/24"
+# The branch's PSTN gateway (a sipp uas started by a test) on the phones' LAN; only with dialplan.
+GATEWAY_ADDR = "10.232.1.20"
+TRUNK = "pstn-gw"
 BRANCH_WAN = "10.232.2.1"
 CENTRAL_WAN = "10.232.2.2"
 DOMAIN = "example.local"
@@ -282,8 +291,16 @@ class Wan:
 
 
 def synch_config(
-    timers: Timers, central: AsteriskInstance, branch: AsteriskInstance, localconfigspath: Path
+    timers: Timers,
+    central: AsteriskInstance,
+    branch: AsteriskInstance,
+    localconfigspath: Path,
+    *,
+    dialplan: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The bed's settings; `dialplan` (keys of the `dialplan` section) turns survivable calling
+    on with the bed's trunk."""
+    extra = {} if dialplan is None else {"dialplan": {"enabled": True, "trunk": TRUNK, **dialplan}}
     return {
         "loglevel": {"default": "debug"},
         "probemonitor": {
@@ -332,6 +349,7 @@ def synch_config(
             "port": STATUS_PORT,
         },
         "metrics": {"listenaddress": "127.0.0.1", "port": METRICS_PORT},
+        **extra,
     }
 
 
@@ -455,6 +473,29 @@ def central_files() -> dict[str, str]:
     }
 
 
+def central_voicemail() -> str:
+    """The central's voicemail.conf: a mailbox (and PIN) for every branch phone."""
+    boxes = "".join(f"{ext} => {ext + 1000},Branch {ext}\n" for ext in PHONE_EXTS)
+    return f"[general]\nformat=wav\n\n[default]\n{boxes}"
+
+
+def branch_dialplan_files() -> dict[str, str]:
+    """The branch's own part of survivable calling, set up once as the README says: the trunk
+    to the PSTN gateway (with its own inbound context) and the includes of synch's files."""
+    trunk = (
+        f"[{TRUNK}]\ntype=endpoint\ncontext=from-{TRUNK}\ndisallow=all\nallow=ulaw\nallow=alaw\n"
+        f"aors={TRUNK}\n\n[{TRUNK}]\ntype=aor\ncontact=sip:{GATEWAY_ADDR}:5060\n"
+        "qualify_frequency=0\n"
+    )
+    return {
+        "pjsip_lab.conf": trunk,
+        "extensions.conf": "[general]\nstatic=yes\n\n#tryinclude extensions_synch.conf\n",
+        "voicemail.conf": (
+            "[general]\nformat=wav\n\n[default]\n\n#tryinclude voicemail_synch.conf\n"
+        ),
+    }
+
+
 @dataclass
 class Sample:
     """One look at the bed: status before and after a DNS query from the phones' LAN."""
@@ -482,11 +523,16 @@ class TestBed:
     synch: BranchSynch | None = None
     phones: list[Phone] = field(default_factory=list)
     started_at: float = field(default_factory=time.monotonic)
+    dialplan: dict[str, Any] | None = None  # the settings' dialplan section (None: off)
 
     # -- building -------------------------------------------------------------------------------
 
     @classmethod
-    def build(cls, workdir: Path, timers: Timers | None = None) -> TestBed:
+    def build(
+        cls, workdir: Path, timers: Timers | None = None, dialplan: Mapping[str, Any] | None = None
+    ) -> TestBed:
+        """`dialplan`: the `dialplan` section's keys besides `enabled` and `trunk` (which the
+        bed sets), e.g. {"outbound": ["_0XXXXXXXXX"]}; None leaves survivable calling off."""
         timers = timers or Timers()
         hosts: list[Host] = []
         try:
@@ -498,7 +544,13 @@ class TestBed:
             raise
         central_host, branch_host, phones_host = hosts
         bed = cls(
-            workdir, timers, central_host, branch_host, phones_host, Wan(branch_host, central_host)
+            workdir,
+            timers,
+            central_host,
+            branch_host,
+            phones_host,
+            Wan(branch_host, central_host),
+            dialplan=None if dialplan is None else dict(dialplan),
         )
         try:
             bed._network()
@@ -521,6 +573,8 @@ class TestBed:
         )
         for addr in PHONE_ADDRS[1:]:
             self.phones_host.ip("addr", "add", f"{addr}/24", "dev", "lan0")
+        if self.dialplan is not None:
+            self.phones_host.ip("addr", "add", f"{GATEWAY_ADDR}/24", "dev", "lan0")
         self.phones_host.ip("route", "add", "default", "via", BRANCH_LAN)
         link(
             self.branch_host,
@@ -536,6 +590,7 @@ class TestBed:
         self.phones_host.set_resolver(BRANCH_LAN)
 
     def _asterisks(self) -> None:
+        calling = self.dialplan is not None
         self.central = new_instance(
             "e2e-central",
             netns=self.central_host.name,
@@ -543,7 +598,10 @@ class TestBed:
             ami_port=AMI_PORT,
             sip_host=CENTRAL_WAN,
             sip_port=5060,
-            configs=central_files(),
+            configs={
+                **central_files(),
+                **({"voicemail.conf": central_voicemail()} if calling else {}),
+            },
         )
         self.branch = new_instance(
             "e2e-branch",
@@ -552,6 +610,7 @@ class TestBed:
             ami_port=AMI_PORT,
             sip_host=BRANCH_LAN,
             sip_port=5060,
+            configs=branch_dialplan_files() if calling else None,
         )
         with ThreadPoolExecutor(2) as pool:  # two boots at once: a few seconds saved
             for future in [pool.submit(i.start) for i in (self.central, self.branch)]:
@@ -559,7 +618,9 @@ class TestBed:
 
     def _synch(self) -> None:
         assert self.central is not None and self.branch is not None
-        config = synch_config(self.timers, self.central, self.branch, self.branch.config_dir)
+        config = synch_config(
+            self.timers, self.central, self.branch, self.branch.config_dir, dialplan=self.dialplan
+        )
         self.synch = BranchSynch(self.branch_host, config, self.workdir)
         self.synch.start()
         # defaultstate is Failover: the central must prove healthy, and the first sync must

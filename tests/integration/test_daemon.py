@@ -286,3 +286,14 @@ def test_systemd_notify_readiness_watchdog_and_stopping(
 
 def synch_dns_answers(proc: SynchProcess) -> bool:
     return proc.resolve_a() in ("127.0.0.10", "127.0.0.20")
+
+
+def test_sigterm_while_starting_stops_cleanly(
+    tmp_path: Path, central: AsteriskInstance, branch: AsteriskInstance, upstream: Dnsmasq
+) -> None:
+    proc = make_synch(tmp_path, central, branch, upstream)
+    proc.start(wait=False)
+    # The first socket is bound: from here on SIGTERM must be a clean stop, even before the
+    # daemon reports ready.
+    wait_until(lambda: "DNS listening" in proc.log(), 15, message=proc.log())
+    assert proc.stop(signal.SIGTERM, timeout=10) == 0, proc.log()

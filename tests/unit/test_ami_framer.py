@@ -41,6 +41,7 @@ def pyst2_messages(data: bytes) -> tuple[str | None, list[Any]]:
     manager._connected.set()
     manager._message_queue = _Queue()
     manager._receive_data()
+    manager._running.clear()  # its __del__ would join reader threads this test never made
     return manager.title, list(manager._message_queue.items)
 
 
