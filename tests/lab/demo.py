@@ -60,7 +60,8 @@ def _banner(settings: dict, config: Path, central: AsteriskInstance,
             branch: AsteriskInstance) -> str:
     dns, ctl = settings["dnsservice"]["port"], settings["servicecontrol"]["port"]
     metrics = settings["metrics"]["port"]
-    synch = f"{sys.executable} -m synch.cli"
+    script = Path(sys.executable).with_name("synch")  # the console script `make setup` made
+    synch = str(script) if script.exists() else f"{sys.executable} -m synch.cli"
     return f"""
 synch demo
   central Asterisk 22: AMI 127.0.0.1:{central.ami_port} (pid {central.pid}), users 1001-1003
