@@ -180,7 +180,7 @@ def test_generated_dialplan_loads_on_the_branch_without_errors(outage: TestBed) 
     for own in ("synch-user", "synch-emergency", "synch-outbound", "synch-central"):
         shown = bed.branch.cli(f"dialplan show {own}")
         assert "There is no existence" not in shown, shown
-    # The whole dialplan lists to its end: the synced context and synch's own ones are in it.
+    # The whole dialplan lists to its end, with an extension for every synced and central one.
     whole = bed.branch.cli("dialplan show")
     footer = re.search(r"-= (\d+) extensions? \(\d+ priorities\) in (\d+) contexts?\. =-", whole)
     assert footer, whole[-500:]
