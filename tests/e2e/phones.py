@@ -22,54 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# sipp expands [service] (-s), [local_ip]/[local_port], [remote_ip]/[remote_port], [branch],
-# [call_id], [pid], [call_number] and [authentication] (from the last 401). The domain in the
-# URIs is the server's name, as a phone configured with a name sends it.
-REGISTER_XML = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="register by name with digest auth">
-  <send retrans="500">
-    <![CDATA[
-
-      REGISTER sip:{domain} SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:[service]@{domain}>;tag=[pid]reg[call_number]
-      To: <sip:[service]@{domain}>
-      Call-ID: [call_id]
-      CSeq: 1 REGISTER
-      Contact: <sip:[service]@[local_ip]:[local_port]>
-      Max-Forwards: 70
-      Expires: {expires}
-      User-Agent: synch-e2e-phone
-      Content-Length: 0
-
-    ]]>
-  </send>
-
-  <recv response="401" auth="true"/>
-
-  <send retrans="500">
-    <![CDATA[
-
-      REGISTER sip:{domain} SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:[service]@{domain}>;tag=[pid]reg[call_number]
-      To: <sip:[service]@{domain}>
-      Call-ID: [call_id]
-      CSeq: 2 REGISTER
-      Contact: <sip:[service]@[local_ip]:[local_port]>
-      [authentication]
-      Max-Forwards: 70
-      Expires: {expires}
-      User-Agent: synch-e2e-phone
-      Content-Length: 0
-
-    ]]>
-  </send>
-
-  <recv response="200"/>
-</scenario>
-"""
+from tests.lab.sipp import register_xml
 
 
 @dataclass(frozen=True)
@@ -137,7 +90,7 @@ class Phone:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "register.xml").write_text(
-            REGISTER_XML.format(domain=server_name, expires=expires)
+            register_xml(expires, domain=server_name, agent="synch-e2e-phone")
         )
         self._lock = threading.Lock()
         self._attempts: list[Attempt] = []

@@ -19,22 +19,23 @@ from tests.lab.ports import free_port
 
 # sipp expands [service] (-s), [local_ip]/[local_port], [remote_ip]/[remote_port], [branch],
 # [call_id], [pid], [call_number], [len] and [authentication] (from the last 401/407).
-REGISTER_XML = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+# {domain} is the registrar as the phone names it: the server's address by default, or a name.
+_REGISTER_TEMPLATE = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="register with digest auth">
   <send retrans="500">
     <![CDATA[
 
-      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+      REGISTER sip:{domain} SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:[service]@[remote_ip]:[remote_port]>;tag=[pid]reg[call_number]
-      To: <sip:[service]@[remote_ip]:[remote_port]>
+      From: <sip:[service]@{domain}>;tag=[pid]reg[call_number]
+      To: <sip:[service]@{domain}>
       Call-ID: [call_id]
       CSeq: 1 REGISTER
       Contact: <sip:[service]@[local_ip]:[local_port]>
       Max-Forwards: 70
       Expires: {expires}
-      User-Agent: synch-lab-sipp
+      User-Agent: {agent}
       Content-Length: 0
 
     ]]>
@@ -45,17 +46,17 @@ REGISTER_XML = """<?xml version="1.0" encoding="ISO-8859-1" ?>
   <send retrans="500">
     <![CDATA[
 
-      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+      REGISTER sip:{domain} SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:[service]@[remote_ip]:[remote_port]>;tag=[pid]reg[call_number]
-      To: <sip:[service]@[remote_ip]:[remote_port]>
+      From: <sip:[service]@{domain}>;tag=[pid]reg[call_number]
+      To: <sip:[service]@{domain}>
       Call-ID: [call_id]
       CSeq: 2 REGISTER
       Contact: <sip:[service]@[local_ip]:[local_port]>
       [authentication]
       Max-Forwards: 70
       Expires: {expires}
-      User-Agent: synch-lab-sipp
+      User-Agent: {agent}
       Content-Length: 0
 
     ]]>
@@ -64,6 +65,13 @@ REGISTER_XML = """<?xml version="1.0" encoding="ISO-8859-1" ?>
   <recv response="200"/>
 </scenario>
 """
+
+
+def register_xml(
+    expires: int, domain: str = "[remote_ip]:[remote_port]", agent: str = "synch-lab-sipp"
+) -> str:
+    """A sipp scenario: REGISTER, answer the digest challenge, expect 200."""
+    return _REGISTER_TEMPLATE.format(expires=int(expires), domain=domain, agent=agent)
 
 
 class SippMissing(RuntimeError):
@@ -97,23 +105,48 @@ def register(
         raise SippMissing("sipp is not installed (Debian package sip-tester)")
     with tempfile.TemporaryDirectory(prefix="synch-sipp-") as scratch:
         scenario = Path(scratch) / "register.xml"
-        scenario.write_text(REGISTER_XML.format(expires=int(expires)))
+        scenario.write_text(register_xml(expires))
         remote = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         argv = [
-            sipp, "-sf", str(scenario), "-s", user, "-au", user, "-ap", password,
-            "-i", local_ip, "-p", str(free_port("udp", local_ip)),
-            "-mp", str(free_port("udp", local_ip)),
-            "-m", "1", "-nostdin", "-timeout", f"{timeout:g}s", "-timeout_error",
-            "-recv_timeout", "3000", "-max_retrans", "3", "-trace_err", remote,
+            sipp,
+            "-sf",
+            str(scenario),
+            "-s",
+            user,
+            "-au",
+            user,
+            "-ap",
+            password,
+            "-i",
+            local_ip,
+            "-p",
+            str(free_port("udp", local_ip)),
+            "-mp",
+            str(free_port("udp", local_ip)),
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            f"{timeout:g}s",
+            "-timeout_error",
+            "-recv_timeout",
+            "3000",
+            "-max_retrans",
+            "3",
+            "-trace_err",
+            remote,
         ]
         if netns:
             argv = ["ip", "netns", "exec", netns, *argv]
         proc = subprocess.run(
-            argv, cwd=scratch, capture_output=True, text=True, timeout=timeout + 10,
-            check=False, stdin=subprocess.DEVNULL,
+            argv,
+            cwd=scratch,
+            capture_output=True,
+            text=True,
+            timeout=timeout + 10,
+            check=False,
+            stdin=subprocess.DEVNULL,
         )
-        errors = "".join(
-            p.read_text(errors="replace") for p in Path(scratch).glob("*_errors.log")
-        )
+        errors = "".join(p.read_text(errors="replace") for p in Path(scratch).glob("*_errors.log"))
     output = (proc.stdout[-2000:] + proc.stderr[-2000:] + errors[-3000:]).strip()
     return RegisterResult(proc.returncode == 0, proc.returncode, output)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.lab.ports import free_port
-from tests.lab.sipp import REGISTER_XML, RegisterResult, SippMissing
+from tests.lab.sipp import RegisterResult, SippMissing, register_xml
 
 _SDP = """
       v=0
@@ -439,7 +439,7 @@ def register_from(
     with tempfile.TemporaryDirectory(prefix="synch-sipp-reg-") as tmp:
         scratch = Path(tmp)
         scenario = scratch / "register.xml"
-        scenario.write_text(REGISTER_XML.format(expires=int(expires)))
+        scenario.write_text(register_xml(expires))
         argv = [
             sipp,
             "-sf",
