@@ -95,11 +95,13 @@ def register(
     password: str,
     *,
     local_ip: str = "127.0.0.1",
+    local_port: int | None = None,
     expires: int = 60,
     timeout: float = 10,
     netns: str | None = None,
 ) -> RegisterResult:
-    """One REGISTER of `user` to `host:port` over UDP; ok when the registrar answered 200."""
+    """One REGISTER of `user` to `host:port` over UDP; ok when the registrar answered 200.
+    `local_port`: the address to register as the contact (default: any free port)."""
     sipp = shutil.which("sipp")
     if sipp is None:
         raise SippMissing("sipp is not installed (Debian package sip-tester)")
@@ -120,7 +122,7 @@ def register(
             "-i",
             local_ip,
             "-p",
-            str(free_port("udp", local_ip)),
+            str(local_port or free_port("udp", local_ip)),
             "-mp",
             str(free_port("udp", local_ip)),
             "-m",

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.lab.ports import free_port
-from tests.lab.sipp import RegisterResult, SippMissing, register_xml
+from tests.lab.sipp import RegisterResult, SippMissing, register
 
 _SDP = """
       v=0
@@ -435,48 +435,7 @@ def register_from(
 ) -> RegisterResult:
     """Register `user` from `local_ip:local_port` (the port a Uas will answer on): the
     registrar records that address as the contact, so calls to `user` reach the Uas."""
-    sipp = _sipp()
-    with tempfile.TemporaryDirectory(prefix="synch-sipp-reg-") as tmp:
-        scratch = Path(tmp)
-        scenario = scratch / "register.xml"
-        scenario.write_text(register_xml(expires))
-        argv = [
-            sipp,
-            "-sf",
-            str(scenario),
-            "-s",
-            user,
-            "-au",
-            user,
-            "-ap",
-            password,
-            "-i",
-            local_ip,
-            "-p",
-            str(local_port),
-            "-mp",
-            str(free_port("udp", local_ip)),
-            "-m",
-            "1",
-            "-nostdin",
-            "-timeout",
-            f"{timeout:g}s",
-            "-timeout_error",
-            "-recv_timeout",
-            "3000",
-            "-max_retrans",
-            "3",
-            "-trace_err",
-            _remote(host, port),
-        ]
-        proc = subprocess.run(
-            _netns(argv, netns),
-            cwd=scratch,
-            capture_output=True,
-            text=True,
-            timeout=timeout + 10,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-        output = _collect(scratch, proc.stdout + proc.stderr)
-    return RegisterResult(proc.returncode == 0, proc.returncode, output)
+    return register(
+        host, port, user, password, local_ip=local_ip, local_port=local_port,
+        expires=expires, timeout=timeout, netns=netns,
+    )
