@@ -25,7 +25,7 @@ import pytest
 from synch.sync.model import ConfigFile, parse_conf_text
 from tests.helpers.synchproc import SynchProcess, lab_config
 from tests.helpers.wait import wait_until
-from tests.lab.asterisk import AsteriskInstance, new_instance
+from tests.lab.asterisk import AsteriskInstance, running_instance
 from tests.lab.ports import free_port
 from tests.lab.samples import ORIGINAL_README_SIP_ADDITIONAL, freepbx_pjsip, secret_for
 from tests.lab.sipp import register
@@ -98,34 +98,22 @@ HEADOFFICE = [str(e) for e in BIG_SITES["HeadOffice"]] + ["7001"]
 
 @pytest.fixture(scope="module")
 def big_central(lab: Path) -> Iterator[AsteriskInstance]:
-    inst = new_instance("sync-central", configs=freepbx_central(BIG_SITES))
-    try:
-        inst.start()
+    with running_instance("sync-central", configs=freepbx_central(BIG_SITES)) as inst:
         yield inst
-    finally:
-        inst.remove()
 
 
 @pytest.fixture(scope="module")
 def branch(lab: Path) -> Iterator[AsteriskInstance]:
     """A branch whose own config dir is the synced one (pjsip.conf includes pjsip_synch.conf)."""
-    inst = new_instance("sync-branch")
-    try:
-        inst.start()
+    with running_instance("sync-branch") as inst:
         yield inst
-    finally:
-        inst.remove()
 
 
 @pytest.fixture(scope="module")
 def reloader(lab: Path) -> Iterator[AsteriskInstance]:
     """A branch that only answers reloads, for tests that sync into a scratch directory."""
-    inst = new_instance("sync-reloader")
-    try:
-        inst.start()
+    with running_instance("sync-reloader") as inst:
         yield inst
-    finally:
-        inst.remove()
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -17,7 +17,10 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tests.lab.chroot import LabError, lab_root, owner_alive, owner_tag
 from tests.lab.ports import free_port
@@ -339,3 +342,14 @@ def new_instance(
     for filename, text in files.items():
         inst.write_config(filename, text)
     return inst
+
+
+@contextmanager
+def running_instance(name: str, **kwargs: Any) -> Iterator[AsteriskInstance]:
+    """A started instance for a `with` block (module-scoped fixtures); removed afterwards."""
+    inst = new_instance(name, **kwargs)
+    try:
+        inst.start()
+        yield inst
+    finally:
+        inst.remove()
