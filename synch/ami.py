@@ -44,6 +44,13 @@ _READ_BUFFER = 256 * 1024
 # A reply already this large and still arriving is read in batches, _BATCH_DELAY apart.
 _BATCH_AFTER = 64 * 1024
 _BATCH_DELAY = 0.002
+_YIELD = 0.0001  # the shortest sleep that still lets the event loop poll (see _receive_data)
+# The largest reply accepted unless the caller says otherwise: a 10k-extension GetConfig is
+# about 8 MB on the wire (FACTS.md).
+DEFAULT_MAX_REPLY_BYTES = 32 * 1024 * 1024
+# Messages nobody asked for (events, answers with no request waiting) tolerated per session:
+# we log in with `Events: off` and send one request at a time, so Asterisk sends none.
+_MAX_UNSOLICITED = 1000
 _OK_RESPONSES = frozenset({"success", "follows", "goodbye"})
 _KNOWN_RESPONSES = _OK_RESPONSES | {"error"}
 # A header is `Key: Value`; Asterisk keys are tokens (Line-000000-000001, ActionID, ...).
@@ -188,6 +195,7 @@ class _Framer:
         self._parsed: list[list[tuple[str, str]]] = []
         self._values: dict[str, str] = {}
         self._lines: list[str] = []  # the message being assembled by _line
+        self._line_bytes = 0  # their size
         self._multiline = self._status = self._wait_for_marker = False
 
     def feed(self, chunk: bytes) -> list[Any]:
@@ -235,6 +243,11 @@ class _Framer:
     def pending(self) -> int:
         """Bytes received and not yet part of a finished message."""
         return len(self._buffer)
+
+    @property
+    def unfinished(self) -> int:
+        """Bytes of the message under way: what a reply that never ends makes grow."""
+        return len(self._buffer) + self._line_bytes
 
     @property
     def _plain(self) -> bool:
@@ -312,6 +325,7 @@ class _Framer:
         if "status will follow" in line:
             self._status = self._wait_for_marker = True
         self._lines.append(line)
+        self._line_bytes += len(line)
         if not line.endswith("\r\n") or ":" not in line:
             self._multiline = True
         if (
@@ -330,15 +344,28 @@ class _Framer:
 
     def _finish(self) -> list[str]:
         lines, self._lines = self._lines, []
+        self._line_bytes = 0
         return lines
 
 
 class _Session(pyst2.Manager):  # type: ignore[misc]
-    """One pyst2 connection: own socket (timeout, TLS), chunked reads, bounded close."""
+    """One pyst2 connection: own socket (timeout, TLS), chunked reads, bounded close.
 
-    def __init__(self) -> None:
+    A peer cannot make it hog the process: the reader yields after every chunk (a peer that
+    writes without pause would otherwise starve every other greenlet, deadlines included),
+    a reply larger than `max_reply` bytes or a flood of messages nobody asked for ends the
+    session, and `failure` says why.
+    """
+
+    def __init__(
+        self, max_reply: int = DEFAULT_MAX_REPLY_BYTES, cap_setting: str = "maxreplymb"
+    ) -> None:
         super().__init__()
         self._raw: socket.socket | None = None
+        self.max_reply = max_reply
+        self.cap_setting = cap_setting  # named in the error, so the operator knows what to raise
+        self.failure = ""  # why the session ended itself (oversized reply, flood)
+        self._unsolicited = 0
 
     def connect(
         self,
@@ -395,10 +422,27 @@ class _Session(pyst2.Manager):  # type: ignore[misc]
                 self._connected.clear()
                 queue.put(None)
                 return
+            if framer.unfinished > self.max_reply:
+                self._give_up(
+                    f"reply larger than {_megabytes(self.max_reply)} ({self.cap_setting}): refused"
+                )
+                return
             if framer.pending >= _BATCH_AFTER and len(chunk) < _BATCH_AFTER:
                 # Deep in a large reply that trickles in (Asterisk writes each line on its
                 # own): let it pile up rather than wake up for every few hundred bytes.
                 gevent.sleep(_BATCH_DELAY)
+            else:
+                # A peer that never pauses leaves a chunk waiting at every recv, which then
+                # returns without yielding. sleep(0) is not enough: it may run us again before
+                # the loop polls for I/O (for ~50 chunks: 1 s without DNS, measured); a timer
+                # waits for the next loop iteration, after every ready socket had its turn.
+                gevent.sleep(_YIELD)
+
+    def _give_up(self, why: str) -> None:
+        """End the session from inside (the reader or the dispatcher): `failure` says why."""
+        if not self.failure:
+            self.failure = why
+        self.close()
 
     def message_loop(self) -> None:
         """pyst2's dispatcher, except that replies the reader parsed skip ManagerMsg."""
@@ -412,16 +456,22 @@ class _Session(pyst2.Manager):  # type: ignore[misc]
                     for _ in self._reswaiting:
                         self._response_queue.put(None)
                     break
-                if isinstance(data, _Reply):
-                    self._response_queue.put(data)
-                    continue
-                message = pyst2.ManagerMsg(data)
-                if message.has_header("Event"):
-                    self._event_queue.put(pyst2.Event(message))
-                elif message.has_header("Response"):
-                    self._response_queue.put(message)
+                if not isinstance(data, _Reply):
+                    message = pyst2.ManagerMsg(data)
+                    if not message.has_header("Response"):
+                        self._unasked("events")  # we log in with Events: off and use none
+                        continue
+                    data = message
+                if len(self._reswaiting) <= self._response_queue.qsize():
+                    self._unasked("answers")
+                self._response_queue.put(data)
         finally:
             reader.join()
+
+    def _unasked(self, what: str) -> None:
+        self._unsolicited += 1
+        if self._unsolicited > _MAX_UNSOLICITED:
+            self._give_up(f"peer sent more than {_MAX_UNSOLICITED} {what} nobody asked for")
 
     def close(self) -> None:
         """Never blocks: shut the socket down so pyst2's reader sees EOF and its greenlets end."""
@@ -467,6 +517,10 @@ def _fields(action: str, headers: Mapping[str, str | Sequence[str]] | None) -> d
     return fields
 
 
+def _megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):g} MB"
+
+
 def _exc_text(exc: BaseException) -> str:
     """pyst2 exceptions carry their data only in args (e.g. (errno, strerror))."""
     parts = [str(a) for a in exc.args if a not in (None, "", 0)]
@@ -491,9 +545,13 @@ class AmiClient:
         tls: bool = False,
         cafile: str | None = None,
         name: str = "central",
+        max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
+        cap_setting: str = "maxreplymb",
     ):
         if timeout <= 0:
             raise ValueError(f"AMI timeout must be positive, not {timeout}")
+        if max_reply_bytes <= 0:
+            raise ValueError(f"AMI reply cap must be positive, not {max_reply_bytes}")
         self.host = host
         self.port = int(port)
         self.username = _check_value("username", username)
@@ -502,6 +560,8 @@ class AmiClient:
         self.tls = tls
         self.cafile = cafile
         self.name = name
+        self.max_reply_bytes = max_reply_bytes
+        self.cap_setting = cap_setting
         self._lock = gevent.lock.BoundedSemaphore(1)
         self._session: _Session | None = None
         self._ids = itertools.count(1)
@@ -571,7 +631,7 @@ class AmiClient:
     # -- internals; the caller holds the lock and the deadline --------------------------
 
     def _open(self, deadline: float) -> _Session:
-        session = _Session()
+        session = _Session(self.max_reply_bytes, self.cap_setting)
         try:
             try:
                 greeting = session.connect(
@@ -628,9 +688,8 @@ class AmiClient:
             raise
         except (pyst2.ManagerException, OSError) as exc:
             self._drop(session)
-            raise AmiTransportError(
-                f"{self.name} AMI {self._where}: connection lost during {action}: {_exc_text(exc)}"
-            ) from None
+            why = session.failure or f"connection lost: {_exc_text(exc)}"
+            raise AmiTransportError(f"{self.name} AMI {self._where}: {action}: {why}") from None
         except BaseException:  # timeout, kill, bug: the reply may still come, for someone else
             self._drop(session)
             raise
@@ -656,8 +715,12 @@ class AmiClient:
         return AmiResponseError(text, action=action, message=message, reply=reply)
 
 
+_SECTIONS = {"central": "amiremote", "branch": "amilocal"}
+
+
 def client_for(ami: AmiSettings, *, name: str, timeout: float | None = None) -> AmiClient:
-    """A client for an `amiremote` or `amilocal` section (its own timeout unless given)."""
+    """A client for an `amiremote` ("central") or `amilocal` ("branch") section (its own
+    timeout unless given)."""
     return AmiClient(
         ami.hostname,
         ami.port,
@@ -667,6 +730,8 @@ def client_for(ami: AmiSettings, *, name: str, timeout: float | None = None) -> 
         tls=ami.tls,
         cafile=ami.cafile,
         name=name,
+        max_reply_bytes=ami.maxreplymb * 1024 * 1024,
+        cap_setting=f"{_SECTIONS.get(name, 'ami')}.maxreplymb",
     )
 
 

@@ -105,6 +105,7 @@ class AmiSettings:
     timeout: float = 4.0  # effective value is min(timeout, probemonitor.interval) for amiremote
     tls: bool = False
     cafile: str | None = None
+    maxreplymb: int = 32  # a larger AMI reply is refused (a 10k-extension GetConfig: ~8 MB)
 
 
 @dataclass(frozen=True)
@@ -548,6 +549,7 @@ def _ami(sec: _Section, *, remote: bool) -> AmiSettings:
         timeout=sec.seconds("timeout", d.timeout),
         tls=tls,
         cafile=_cafile(sec, tls),
+        maxreplymb=sec.integer("maxreplymb", d.maxreplymb, 1, 4096),
     )
 
 

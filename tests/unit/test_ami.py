@@ -299,6 +299,29 @@ def _close_before_banner(conn: FakeConnection) -> None:
     conn.close()
 
 
+def _endless_command_output(conn: FakeConnection) -> None:
+    # `Response: Follows` waits for `--END COMMAND--` (pyst2's framing): it never comes.
+    ping = login_then(conn)
+    assert ping is not None
+    conn.send(f"Response: Follows\r\nActionID: {ping.action_id}\r\n")
+    conn.send("output line\n" * 200_000)
+    conn.hang()
+
+
+def _unsolicited_answers(conn: FakeConnection) -> None:
+    ping = login_then(conn)
+    assert ping is not None
+    conn.send("".join(f"Response: Success\r\nActionID: x-{i}\r\n\r\n" for i in range(1200)))
+    conn.hang()
+
+
+def _unsolicited_events(conn: FakeConnection) -> None:
+    ping = login_then(conn)
+    assert ping is not None
+    conn.send("".join(f"Event: Flood\r\nCount: {i}\r\n\r\n" for i in range(1200)))
+    conn.hang()
+
+
 @pytest.mark.parametrize(
     ("handler", "expect"),
     [
@@ -308,14 +331,20 @@ def _close_before_banner(conn: FakeConnection) -> None:
         (_close_mid_reply, "connection lost"),
         (_http_greeting, "not an Asterisk manager greeting"),
         (_close_before_banner, "connection closed"),
+        (_endless_command_output, "reply larger than 1 MB (maxreplymb)"),
+        (_unsolicited_answers, "ActionID"),
+        (_unsolicited_events, "more than 1000 events nobody asked for"),
     ],
-    ids=["garbage", "wrong-actionid", "binary", "close-mid-reply", "http", "close-at-connect"],
+    ids=[
+        "garbage", "wrong-actionid", "binary", "close-mid-reply", "http", "close-at-connect",
+        "over-the-cap", "unsolicited-answers", "unsolicited-events",
+    ],
 )
 def test_bad_session_is_dropped_and_the_next_call_reconnects(handler, expect: str) -> None:  # type: ignore[no-untyped-def]
     with FakeAmi(first_then_normal(handler)) as fake:
         out = run_patched(
             """
-            c = client(timeout=5)
+            c = client(timeout=5, max_reply_bytes=1024 * 1024)
             out["first"] = attempt(c.ping)
             out["second"] = attempt(c.ping)
             out["third"] = attempt(c.ping)
@@ -327,6 +356,37 @@ def test_bad_session_is_dropped_and_the_next_call_reconnects(handler, expect: st
     assert expect in out["first"]["error"]
     assert out["first"]["seconds"] < 4, "a fault is reported at once, not at the timeout"
     assert out["second"]["ok"] and out["third"]["ok"]
+
+
+def test_answers_nobody_asked_for_end_an_idle_session() -> None:
+    """Between requests nothing may arrive; a flood of answers there ends the session at once
+    instead of piling up in memory until the next request."""
+
+    def handler(conn: FakeConnection) -> None:
+        if conn.index > 0:
+            serve_asterisk(conn)
+            return
+        ping = login_then(conn)
+        assert ping is not None
+        conn.respond(ping, "Success", [("Ping", "Pong")])
+        conn.send("".join(f"Response: Success\r\nActionID: x-{i}\r\n\r\n" for i in range(1200)))
+        conn.hang()
+
+    with FakeAmi(handler) as fake:
+        out = run_patched(
+            """
+            c = client(timeout=5)
+            out["first"] = attempt(c.ping)
+            deadline = time.monotonic() + 5
+            while c.connected and time.monotonic() < deadline:
+                gevent.sleep(0.01)
+            out["dropped"] = not c.connected
+            out["second"] = attempt(c.ping)
+            """,
+            fake.port,
+        )
+        assert fake.connections == 2
+    assert out["first"]["ok"] and out["dropped"] and out["second"]["ok"]
 
 
 def test_timed_out_session_is_never_reused() -> None:
