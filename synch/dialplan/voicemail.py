@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from synch.dialplan import names
 from synch.sync.model import Category, ConfigFile
+from synch.sync.policy import voicemail_problems
 from synch.sync.render import check_safe, render
 
 FILENAME = "voicemail_synch.conf"
@@ -75,7 +76,7 @@ def render_mailboxes(
         if lines:
             sections.append(Category(context, tuple(lines)))
     config = ConfigFile(tuple(sections))
-    problems = check_safe(config)
+    problems = check_safe(config) + voicemail_problems(config)
     if problems:
         raise VoicemailError(problems)
     return Mailboxes(render(config, header), frozenset(found), warnings)

@@ -39,13 +39,13 @@ from synch.sync.filter import (
     select_sip,
 )
 from synch.sync.model import (
-    Category,
     ConfigFile,
     ConfigParseError,
     parse_conf_text,
     parse_getconfig,
 )
 from synch.sync.plan import Change, accounts, commit_subject, diff, guard, unified_diff
+from synch.sync.policy import TRANSPORT_NOTE, policy_problems, without_dropped
 from synch.sync.render import check_safe, render
 
 log = logging.getLogger("synch.sync")
@@ -186,7 +186,7 @@ class SyncJob:
             return Outcome("skipped", "central unchanged since the last sync")
         confirmed = mark if now - self._seen_at >= 1.0 else None
         fetched = self._fetch()
-        problems = check_safe(fetched.config)
+        problems = check_safe(fetched.config) + policy_problems(fetched.config, self.mode)
         if problems:
             more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
             raise SyncFailed("refused unsafe central config: " + "; ".join(problems[:5]) + more)
@@ -300,7 +300,7 @@ class SyncJob:
             aors = self._get("pjsip.aor.conf", None, needed)
             auths = self._get("pjsip.auth.conf", None, needed)
             config, warnings = select_pjsip(endpoints, aors, auths, self.selector)
-            config = without_transport(config)
+            config = without_dropped(config, self.mode)
         else:
             config = select_sip(
                 self._get(self.settings.syncmanager.remotefilename, pushed), self.selector
@@ -467,27 +467,6 @@ class SyncJob:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
-
-
-# FreePBX endpoints name the central's transport (`transport=0.0.0.0-udp`). On a branch without
-# a transport of that name, registration still works but every request Asterisk sends to the
-# phone (qualify, calls) fails with "Unable to retrieve PJSIP transport". Without `transport=`,
-# Asterisk picks the branch's own transport matching the phone's contact, whatever it is named.
-TRANSPORT_NOTE = "Endpoints are written without transport=: the branch's own transport serves them."
-
-
-def without_transport(config: ConfigFile) -> ConfigFile:
-    """The config with every `transport=` line of its endpoints left out (see TRANSPORT_NOTE)."""
-    return ConfigFile(tuple(_drop_transport(c) for c in config))
-
-
-def _drop_transport(cat: Category) -> Category:
-    if cat.type != "endpoint":
-        return cat
-    lines = tuple((k, v) for k, v in cat.lines if k.strip().lower() != "transport")
-    if len(lines) == len(cat.lines):
-        return cat
-    return Category(cat.name, lines, cat.templates, cat.is_template)
 
 
 @contextmanager

@@ -14,8 +14,9 @@ import pytest
 from synch.ami import AmiReply, AmiResponseError
 from synch.config import AmiSettings, Settings, SyncManagerSettings
 from synch.sync import job as job_module
-from synch.sync.job import PENDING, SyncJob, without_transport
+from synch.sync.job import PENDING, SyncJob
 from synch.sync.model import parse_conf_text
+from synch.sync.policy import without_dropped
 from synch.sync.rollback import RollbackError, rollback
 
 CENTRAL = "10.0.0.254"
@@ -443,7 +444,7 @@ def test_without_transport_touches_endpoints_only() -> None:
         "[1001]\ntype=endpoint\ntransport=0.0.0.0-udp\nallow=ulaw\n"
         "[t]\ntype=transport\ntransport=udp\n"
     )
-    out = without_transport(config)
+    out = without_dropped(config, "pjsip")
     assert out.categories[0].lines == (("type", "endpoint"), ("allow", "ulaw"))
     assert out.categories[1] is config.categories[1]
 
