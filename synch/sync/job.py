@@ -166,10 +166,17 @@ class SyncJob:
             self._last_mark = None  # look again in full next time
         return outcome
 
-    def _run(self, *, force: bool, dry_run: bool, full: bool) -> Outcome:
+    def _paused(self, force: bool, dry_run: bool) -> Outcome | None:
         paused = self.history.paused
         if paused and not (force or dry_run):
             return Outcome("skipped", f"sync paused: {paused} (`synch resume` to continue)")
+        return None
+
+    def _run(self, *, force: bool, dry_run: bool, full: bool) -> Outcome:
+        # Checked before the fetch (no need to ask the central while paused), and again under
+        # the lock: a rollback that happened while we fetched must stand.
+        if (skipped := self._paused(force, dry_run)) is not None:
+            return skipped
         owed = self.reload_owed
         mark = self._central_mark()
         now = self._clock()
@@ -197,6 +204,8 @@ class SyncJob:
         if dry_run:
             return self._dry_run(fetched, files, count)
         with self.lock():
+            if (skipped := self._paused(force, dry_run)) is not None:
+                return skipped
             self._recover()
             self.history.commit_local_edits()
             old_texts = self._read_files(files)
