@@ -209,23 +209,9 @@ class SyncJob:
             self._recover()
             self.history.commit_local_edits()
             old_texts = self._read_files(files)
-            old_text = old_texts[self.filename]
-            # The common case, nothing changed: the file on disk is exactly the rendering, and
-            # parse_conf_text(render(c)) == c, so there is nothing to parse or compare.
-            unchanged = old_text == new_text
-            old_config = fetched.config if unchanged else self._parse_local(old_text)
-            change = (
-                Change((), (), ()) if unchanged else diff(old_config, fetched.config, self.mode)
-            )
+            change, reason = self._judge(old_texts[self.filename], new_text, fetched.config)
             commit = None
             if any(old_texts[name] != text for name, text in files.items()):
-                reason = None
-                if not unchanged:  # the guard protects accounts, not the dialplan
-                    reason = guard(
-                        len(accounts(old_config, self.mode)),
-                        change,
-                        self.settings.syncmanager.maxremovepercent,
-                    )
                 if reason and not force:
                     return Outcome(
                         "guarded", reason, change=change, accounts=count, warnings=fetched.warnings
@@ -263,23 +249,10 @@ class SyncJob:
 
     def _dry_run(self, fetched: _Fetched, files: dict[str, str], count: int) -> Outcome:
         old_texts = self._read_files(files)
-        new_text = files[self.filename]
-        old_text = old_texts[self.filename]
-        old_config = self._parse_local(old_text)
-        change = diff(old_config, fetched.config, self.mode)
-        reason = ""
-        if old_text != new_text:
-            reason = (
-                guard(
-                    len(accounts(old_config, self.mode)),
-                    change,
-                    self.settings.syncmanager.maxremovepercent,
-                )
-                or ""
-            )
+        change, reason = self._judge(old_texts[self.filename], files[self.filename], fetched.config)
         return Outcome(
             "dry-run",
-            reason,
+            reason or "",
             change=change,
             diff="".join(
                 unified_diff(old_texts[name] or "", text, name) for name, text in files.items()
@@ -344,15 +317,26 @@ class SyncJob:
         except ConfigParseError as exc:
             raise SyncFailed(f"central {filename}: {exc}") from exc
 
-    def _parse_local(self, text: str | None) -> ConfigFile:
-        if text is None:
-            return ConfigFile(())
+    def _judge(
+        self, old_text: str | None, new_text: str, new_config: ConfigFile
+    ) -> tuple[Change, str | None]:
+        """The accounts that change from the branch's file to `new_config`, and why the guard
+        refuses that (None: allowed). Shared by the cycle and the dry run."""
+        if old_text == new_text:
+            # The common case, nothing changed: the file on disk is exactly the rendering, and
+            # parse_conf_text(render(c)) == c, so there is nothing to parse or compare.
+            return Change(), None
         try:
-            return parse_conf_text(text)
+            old_config = ConfigFile(()) if old_text is None else parse_conf_text(old_text)
         except ConfigParseError as exc:
-            # A hand-mangled local file must not stop the sync that will replace it.
-            log.warning("%s is unreadable (%s); treating it as empty", self.path, exc)
-            return ConfigFile(())
+            # Its accounts cannot be counted, and zero would let any change through.
+            return diff(ConfigFile(()), new_config, self.mode), (
+                f"{self.filename} on the branch does not parse ({exc}): the guard cannot "
+                "count the accounts it would replace"
+            )
+        change = diff(old_config, new_config, self.mode)
+        maximum = self.settings.syncmanager.maxremovepercent
+        return change, guard(len(accounts(old_config, self.mode)), change, maximum)
 
     # -- writing ------------------------------------------------------------------------------
 

@@ -3,6 +3,11 @@
 Changes are counted per account: in sip mode an account is a section (all sections of that
 name together); in pjsip mode an account is an endpoint together with the aors and auths it
 names, so a new password in `[1001-auth]` shows as `~1001`.
+
+The guard counts the accounts whose phones would stop working at the branch: removed, broken
+(a PJSIP account that would lose an aor or auth it names, as when the central's
+pjsip.auth.conf comes back empty) or given new credentials (a phone keeps its old password
+until it is provisioned again).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import difflib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from synch.sync.filter import endpoint_references
 from synch.sync.model import Category, ConfigFile
@@ -29,6 +35,10 @@ class Change:
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     changed: tuple[str, ...] = ()
+    # Of `changed`: accounts that would lose a section they name (pjsip), and accounts whose
+    # credentials change. Neither shows in commit subjects; both weigh in the guard.
+    broken: tuple[str, ...] = ()
+    rekeyed: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -59,18 +69,23 @@ def diff(old: ConfigFile, new: ConfigFile, mode: str) -> Change:
     """Accounts added, removed and changed from `old` to `new`, each sorted naturally."""
     before = _contents(old, mode)
     after = _contents(new, mode)
+    changed = [n for n in after if n in before and after[n].content != before[n].content]
     return Change(
         added=_sorted(n for n in after if n not in before),
         removed=_sorted(n for n in before if n not in after),
-        changed=_sorted(n for n in after if n in before and after[n] != before[n]),
+        changed=_sorted(changed),
+        broken=_sorted(n for n in changed if before[n].complete and not after[n].complete),
+        rekeyed=_sorted(n for n in changed if after[n].credentials != before[n].credentials),
     )
 
 
 def guard(old_accounts: int, change: Change, max_remove_percent: float) -> str | None:
     """Why this change must not be applied automatically, or None.
 
-    Refused: removing more than `max_remove_percent` of the accounts synced now, or removing
-    every one of them (whatever the percentage). A first sync (nothing synced yet) is allowed.
+    Refused: when more than `max_remove_percent` of the accounts synced now would be lost
+    (removed, or broken: see the module's docstring), or would get new credentials (a mass
+    change of passwords is a restore gone wrong or an attack, not an edit), or when none would
+    be left (whatever the percentage). A first sync (nothing synced yet) is allowed.
     """
     if old_accounts <= 0:
         return None
@@ -79,10 +94,22 @@ def guard(old_accounts: int, change: Change, max_remove_percent: float) -> str |
     if removed and remaining <= 0:
         return (f"refusing to remove all {old_accounts} synced accounts "
                 "(the central's filtered list is empty)")
-    share = 100.0 * removed / old_accounts
+    limit = f"maxremovepercent {max_remove_percent:g}%"
+    lost = len(set(change.removed) | set(change.broken))
+    share = 100.0 * lost / old_accounts
     if share > max_remove_percent:
-        return (f"refusing to remove {removed} of {old_accounts} synced accounts "
-                f"({share:.0f}% > maxremovepercent {max_remove_percent:g}%)")
+        if not change.broken:
+            return (f"refusing to remove {removed} of {old_accounts} synced accounts "
+                    f"({share:.0f}% > {limit})")
+        parts = [f"{removed} would be removed"] if removed else []
+        parts.append(f"{len(change.broken)} would lose an auth or aor they name "
+                     "(missing on the central)")
+        return (f"refusing this change: {lost} of {old_accounts} synced accounts would stop "
+                f"working: {', '.join(parts)} ({share:.0f}% > {limit})")
+    share = 100.0 * len(change.rekeyed) / old_accounts
+    if share > max_remove_percent:
+        return (f"refusing this change: {len(change.rekeyed)} of {old_accounts} synced "
+                f"accounts would get new credentials ({share:.0f}% > {limit})")
     return None
 
 
@@ -113,26 +140,61 @@ def _check_mode(mode: str) -> None:
         raise ValueError(f"unknown sync mode {mode!r} (expected sip or pjsip)")
 
 
-def _contents(config: ConfigFile, mode: str) -> dict[str, _Content]:
+class _Account(NamedTuple):
+    content: _Content
+    complete: bool  # every aor and auth it names is there (always True in sip mode)
+    credentials: tuple[str, ...]
+
+
+# What a phone proves itself with: chan_sip peer keys, PJSIP auth keys.
+_SIP_CREDENTIALS = frozenset({"secret", "md5secret", "username", "defaultuser"})
+_AUTH_CREDENTIALS = frozenset({"password", "md5_cred", "username", "auth_type"})
+
+
+def _credentials(sections: list[Category], keys: frozenset[str]) -> tuple[str, ...]:
+    return tuple(
+        f"{cat.name}.{key.lower()}={value}"
+        for cat in sections
+        for key, value in cat.lines
+        if key.lower() in keys
+    )
+
+
+def _contents(config: ConfigFile, mode: str) -> dict[str, _Account]:
     _check_mode(mode)
     if mode == "sip":
         grouped: dict[str, list[Category]] = {}
         for cat in config:
             if not cat.is_template:
                 grouped.setdefault(cat.name, []).append(cat)
-        return {name: tuple(_section(c) for c in cats) for name, cats in grouped.items()}
-    result: dict[str, _Content] = {}
+        return {
+            name: _Account(
+                tuple(_section(c) for c in cats), True, _credentials(cats, _SIP_CREDENTIALS)
+            )
+            for name, cats in grouped.items()
+        }
+    result: dict[str, _Account] = {}
     for name in accounts(config, mode):
         endpoint = config.find(name, "endpoint")
         assert endpoint is not None
         refs = endpoint_references(endpoint)
         parts = [endpoint]
+        missing = False
+        auths: list[Category] = []
         for kind in ("aor", "auth"):
-            parts.extend(c for ref in refs[kind] if (c := config.find(ref, kind)) is not None)
+            for ref in refs[kind]:
+                found = config.find(ref, kind)
+                if found is None:
+                    missing = True
+                    continue
+                parts.append(found)
+                if kind == "auth":
+                    auths.append(found)
         # A referenced section that went missing is a change too: record the names looked for.
-        result[name] = tuple(_section(c) for c in parts) + tuple(
+        content = tuple(_section(c) for c in parts) + tuple(
             (kind, ref, False, ()) for kind in ("aor", "auth") for ref in refs[kind]
         )
+        result[name] = _Account(content, not missing, _credentials(auths, _AUTH_CREDENTIALS))
     return result
 
 

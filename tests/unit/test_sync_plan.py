@@ -71,7 +71,11 @@ def test_sip_diff_added_removed_changed() -> None:
     old = select_sip(SIP, Selector("accountcode", "HeadOffice"))
     new = edit(without(select_sip(SIP, Selector("accountcode", "HeadOffice|DevOps")), "1002"),
                "1001", "friend", "secret", "new-secret")
-    assert diff(old, new, "sip") == Change(added=("2001",), removed=("1002",), changed=("1001",))
+    assert diff(old, new, "sip") == Change(
+        added=("2001",), removed=("1002",), changed=("1001",), rekeyed=("1001",)
+    )
+    callerid = edit(old, "1001", "friend", "callerid", "Alicia <1001>")
+    assert diff(old, callerid, "sip") == Change(changed=("1001",))
 
 
 def test_identical_configs_have_no_change() -> None:
@@ -96,7 +100,7 @@ def test_templates_reported_by_getconfig_do_not_count_as_a_change() -> None:
 def test_pjsip_auth_or_aor_change_is_the_endpoint_changed() -> None:
     old = pjsip("HeadOffice")
     password = edit(old, "1002-auth", "auth", "password", "rotated")
-    assert diff(old, password, "pjsip") == Change(changed=("1002",))
+    assert diff(old, password, "pjsip") == Change(changed=("1002",), rekeyed=("1002",))
     contacts = edit(old, "1001", "aor", "max_contacts", "2")
     assert diff(old, contacts, "pjsip") == Change(changed=("1001",))
 
@@ -104,7 +108,11 @@ def test_pjsip_auth_or_aor_change_is_the_endpoint_changed() -> None:
 def test_pjsip_missing_aor_is_a_change_and_added_endpoint_is_added() -> None:
     old = pjsip("HeadOffice")
     lost_aor = ConfigFile(tuple(c for c in old if not (c.name == "1001" and c.type == "aor")))
-    assert diff(old, lost_aor, "pjsip") == Change(changed=("1001",))
+    assert diff(old, lost_aor, "pjsip") == Change(changed=("1001",), broken=("1001",))
+    # Missing before and after: an account that was never whole is not newly broken.
+    assert diff(lost_aor, edit(lost_aor, "1001", "endpoint", "callerid", "x"), "pjsip") == Change(
+        changed=("1001",)
+    )
     assert diff(old, pjsip("HeadOffice|DevOps"), "pjsip") == Change(added=("2001", "2002"))
     assert diff(pjsip("HeadOffice|DevOps"), old, "pjsip") == Change(removed=("2001", "2002"))
 
@@ -134,6 +142,23 @@ def test_guard_refuses_removing_more_than_the_share() -> None:
                       "(75% > maxremovepercent 50%)")
     assert guard(10, Change(removed=("1",)), 0) is not None
     assert guard(10, Change(changed=("1", "2", "3")), 0) is None
+
+
+def test_guard_counts_broken_accounts_as_lost_and_weighs_new_credentials() -> None:
+    assert guard(4, Change(changed=("1", "2"), broken=("1",), rekeyed=("2",)), 50) is None
+    reason = guard(4, Change(removed=("4",), changed=("1", "2"), broken=("1", "2")), 50)
+    assert reason == (
+        "refusing this change: 3 of 4 synced accounts would stop working: 1 would be removed, "
+        "2 would lose an auth or aor they name (missing on the central) "
+        "(75% > maxremovepercent 50%)"
+    )
+    rekeyed = ("1", "2", "3")
+    assert guard(4, Change(changed=rekeyed, rekeyed=rekeyed), 50) == (
+        "refusing this change: 3 of 4 synced accounts would get new credentials "
+        "(75% > maxremovepercent 50%)"
+    )
+    # Removals and new credentials are weighed apart: a few of each is an ordinary change.
+    assert guard(4, Change(removed=("4",), changed=("1", "2"), rekeyed=("1", "2")), 50) is None
 
 
 def test_guard_refuses_emptying_whatever_the_share() -> None:
