@@ -10,11 +10,12 @@ from __future__ import annotations
 import errno
 import http.client
 import os
+import resource
 import select
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ pytestmark = pytest.mark.asterisk
 
 TARGETS = ("127.0.0.10", "127.0.0.20")  # lab_config's targetnormal / targetfailover
 UPSTREAM_NAME, UPSTREAM_ADDRESS = "www.example.org", "127.0.0.42"
+FD_LIMIT = 256
 # "At once" must be told apart from "after the idle timeout", with room for a loaded machine.
 AT_ONCE = TCP_IDLE_TIMEOUT / 2
 
@@ -141,6 +143,87 @@ def sample(text: str, prefix: str) -> float:
         if line.startswith(prefix + " "):
             return float(line.split()[-1])
     raise AssertionError(f"{prefix} missing from /metrics")
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class NotifyListener:
+    """The systemd side of NOTIFY_SOCKET: collects every datagram synch sends."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.setblocking(False)
+        self.messages: list[str] = []
+
+    def count(self, wanted: str) -> int:
+        while True:
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except BlockingIOError:
+                break
+        return sum(wanted in message for message in self.messages)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def limit_fds() -> None:
+    """In the child: soft and hard limit, so synch cannot raise it back."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
+
+
+def other_hosts(count: int, third: int = 1) -> Iterator[str]:
+    """127.0.THIRD.1 … : `count` source addresses, cycling over 200 hosts."""
+    for n in range(count):
+        yield f"127.0.{third}.{n % 200 + 1}"
+
+
+# -- the metrics port can no longer take the service down -----------------------------------------
+
+
+def test_idle_metrics_connections_cannot_exhaust_file_descriptors(
+    tmp_path: Path, central: AsteriskInstance, upstream: Dnsmasq
+) -> None:
+    notify = NotifyListener(tmp_path / "notify.sock")
+    synch = make_synch(tmp_path, central, upstream)
+    held: list[socket.socket] = []
+    try:
+        synch.start(env={"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "1000000"},
+                    preexec_fn=limit_fds)  # fmt: skip
+        assert synch.proc is not None
+        pid = synch.proc.pid
+        wait_until(lambda: notify.count("READY=1"), 15, message=f"READY=1 in {notify.messages}")
+        m = synch.config["metrics"]
+        # More idle connections than the daemon has descriptors, from 200 hosts.
+        held = open_idle(m["listenaddress"], m["port"], other_hosts(FD_LIMIT + 64))
+        pings = notify.count("WATCHDOG=1")
+        for _ in range(5):
+            assert synch.proc.poll() is None, synch.log()
+            assert synch.resolve_a() in TARGETS
+            assert a_answer(synch.query("sip.example.local", tcp=True)) in TARGETS
+            assert a_answer(synch.query(UPSTREAM_NAME)) == UPSTREAM_ADDRESS
+            assert a_answer(synch.query(UPSTREAM_NAME, tcp=True)) == UPSTREAM_ADDRESS
+            assert synch.status()["Service"] in ("Normal", "Failover")
+            assert open_fds(pid) < FD_LIMIT
+            time.sleep(0.5)
+        wait_until(lambda: notify.count("WATCHDOG=1") >= pings + 3, 15,
+                   message=f"watchdog pings in {notify.messages[-5:]}\n{synch.log()}")  # fmt: skip
+        # The daemon drops the idle connections itself (the clients still hold theirs)...
+        text = wait_until(lambda: scrape(synch), 40, message=synch.log())
+        full = 'synch_connections_rejected_total{listener="metrics",reason="full"}'
+        assert sample(text, full) > 0
+        # ...and after the clients let go too, metrics keeps answering.
+        close_all(held)
+        assert "synch_build_info" in scrape(synch)
+        assert synch.proc.poll() is None, synch.log()
+    finally:
+        close_all(held)
+        synch.stop()
+        notify.close()
 
 
 # -- TCP DNS slots cannot be held from outside the allow list, nor by one client ------------------
