@@ -17,8 +17,6 @@ import gevent
 import gevent.event
 import gevent.lock
 import gevent.pool
-from gevent.pywsgi import WSGIServer
-from prometheus_client import make_wsgi_app
 
 from synch import __version__
 from synch.ami import AmiError, client_for, probe_once
@@ -27,7 +25,9 @@ from synch.control.protocol import ControlProtocol, StatusSnapshot
 from synch.control.server import ControlServer
 from synch.dns.server import DnsServers, DnsService
 from synch.dns.zone import ZoneView, next_serial
+from synch.limits import connection_budget
 from synch.metrics import Metrics
+from synch.metrics_http import MetricsHttpServer
 from synch.probe import ProbeMonitor, ProbeResult
 from synch.sdnotify import Notifier
 from synch.states import Monitor, Service, ServiceControl, SyncState
@@ -81,16 +81,21 @@ class Daemon:
         self._sync_wakeup = gevent.event.Event()
         self._sync_lock = gevent.lock.Semaphore()
         self._synced_once = False
+        # Every listener's pool fits in the descriptor limit, with room for everything else.
+        budget = connection_budget()
         ds = settings.dnsservice
         self.dns = DnsService(ds, self.zone_view, self.metrics)
-        self._dns_servers = DnsServers(self.dns, ds.listenaddress, ds.port)
+        self._dns_servers = DnsServers(
+            self.dns, ds.listenaddress, ds.port, budget.dns_forward, budget.dns_tcp
+        )
         sc = settings.servicecontrol
         self._control = ControlServer(
-            ControlProtocol(sc.token, sc.admintoken, self), sc.listenaddress, sc.port
-        )
+            ControlProtocol(sc.token, sc.admintoken, self), sc.listenaddress, sc.port,
+            max_clients=budget.status,
+        )  # fmt: skip
         ms = settings.metrics
-        self._metrics_server = WSGIServer(
-            (ms.listenaddress, ms.port), make_wsgi_app(self.metrics.registry), log=None
+        self._metrics_server = MetricsHttpServer(
+            self.metrics, ms.listenaddress, ms.port, budget.metrics
         )
 
     # -- state --------------------------------------------------------------------------------

@@ -18,6 +18,11 @@ from synch.states import Monitor, Service, SyncState
 PROBE_RESULTS = ("success", "failure", "error")
 SYNC_RESULTS = ("applied", "unchanged", "skipped", "guarded", "failed")
 DNS_ANSWERS = ("local", "nodata", "nxdomain", "forwarded", "servfail", "refused", "formerr")
+# Connections closed at accept, by listener: the reasons each listener can give.
+CONNECTION_REJECTS = {
+    "dns": ("not_allowed", "client_limit", "full"),
+    "metrics": ("client_limit", "full"),
+}
 
 # Probes and AMI round trips on a LAN/WAN: milliseconds to the timeout (seconds).
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -132,6 +137,16 @@ class Metrics:
             "Unix time of the last sync cycle, whatever its result (0: never).",
             registry=r,
         )
+        self.connections_rejected = Counter(
+            "synch_connections_rejected",
+            "TCP connections closed at accept: client outside dnsservice.allow, over the "
+            "per-client limit, or the listener full.",
+            ["listener", "reason"],
+            registry=r,
+        )
+        for listener, reasons in CONNECTION_REJECTS.items():
+            for reason in reasons:
+                self.connections_rejected.labels(listener=listener, reason=reason)
         for result in PROBE_RESULTS:
             self.probes.labels(result=result)
         for result in SYNC_RESULTS:

@@ -17,8 +17,12 @@ UDP: one greenlet drains the socket without blocking, at most `UDP_BATCH` datagr
 then yields (`gevent.sleep(0)`), so a flood never starves the probes or the status socket. Local
 answers are sent at once; each forwarded query runs in a greenlet of a bounded pool, and when the
 pool is full the client gets SERVFAIL at once rather than a queue. TCP (RFC 7766): 2-byte length
-prefix, several queries per connection, an idle connection is closed after `TCP_IDLE_TIMEOUT`,
-and so is a connection whose message is malformed (its framing is suspect).
+prefix, several queries per connection; each message must arrive within `TCP_IDLE_TIMEOUT` of
+the previous one (one deadline for its whole length: trickling bytes do not extend it), else the
+connection is closed, and so is a connection whose message is malformed (its framing is
+suspect). TCP slots are given at accept (synch.listeners): a connection from outside `allow` is
+closed at once (counted as refused), one client holds at most `TCP_PER_CLIENT`, and when all
+slots are taken a new connection is closed rather than queued behind idle ones.
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ import gevent
 from dnslib import RCODE, DNSRecord
 from gevent import socket as gsocket
 from gevent.pool import Pool
-from gevent.server import StreamServer
 
 from synch.config import DnsSettings
 from synch.dns.acl import ClientAcl, RateLimiter
@@ -56,6 +59,7 @@ from synch.dns.zone import (
     error_reply,
     fit_udp,
 )
+from synch.listeners import NOT_ALLOWED, ConnectionGate, GatedServer
 from synch.metrics import Metrics
 
 log = logging.getLogger("synch.dns")
@@ -65,6 +69,7 @@ SERVFAIL = "servfail"
 FORWARD_POOL_SIZE = 500
 TCP_CONNECTIONS = 200
 TCP_IDLE_TIMEOUT = 10.0
+TCP_PER_CLIENT = 8  # a phone needs one at a time; a LAN resolver forwarding to us, a few
 WARN_EVERY = 60.0  # seconds between two "forwarders do not answer" warnings
 UDP_BATCH = 64  # datagrams handled per wake before yielding to the other greenlets
 UDP_RECV_SIZE = 65535
@@ -351,16 +356,19 @@ class DnsServers:
         listenaddress: str,
         port: int,
         forward_pool_size: int = FORWARD_POOL_SIZE,
+        tcp_connections: int = TCP_CONNECTIONS,
+        tcp_per_client: int = TCP_PER_CLIENT,
     ):
         self.service = service
         self.listenaddress = listenaddress
         self.port = port
         self.forward_pool = Pool(forward_pool_size)
+        self.tcp_gate = ConnectionGate(tcp_connections, tcp_per_client, service.acl.allows)
         self.udp_port = 0
         self.tcp_port = 0
         self._udp_sock: Any = None  # the plain non-blocking socket the UDP loop drains
         self._udp_loop: gevent.Greenlet[Any, Any] | None = None
-        self._tcp: StreamServer | None = None
+        self._tcp: GatedServer | None = None
         self.loop_errors = 0
 
     def start(self) -> None:
@@ -369,7 +377,9 @@ class DnsServers:
         self.udp_port = udp_sock.getsockname()[1]
         self.tcp_port = tcp_sock.getsockname()[1]
         self._udp_sock = _plain_udp(udp_sock)
-        self._tcp = StreamServer(tcp_sock, handle=self._handle_tcp, spawn=Pool(TCP_CONNECTIONS))
+        self._tcp = GatedServer(
+            tcp_sock, self._handle_tcp, self.tcp_gate, "DNS TCP", on_reject=self._tcp_rejected
+        )
         self._tcp.start()
         self._udp_loop = gevent.spawn(self._serve_udp, self._udp_sock)
         log.info(
@@ -492,6 +502,12 @@ class DnsServers:
 
     # -- TCP --
 
+    def _tcp_rejected(self, reason: str) -> None:
+        metrics = self.service.metrics
+        metrics.connections_rejected.labels(listener="dns", reason=reason).inc()
+        if reason == NOT_ALLOWED:  # what a query from there would have got
+            metrics.dns_queries.labels(answer=REFUSED).inc()
+
     def _handle_tcp(self, sock: gsocket.socket, address: tuple[str, int]) -> None:
         service = self.service
         try:
@@ -509,6 +525,7 @@ class DnsServers:
                 service.flush_counts()
                 if reply is None:
                     return
+                sock.settimeout(TCP_IDLE_TIMEOUT)  # a client that does not read cannot hold us
                 sock.sendall(struct.pack("!H", len(reply)) + reply)
                 if kind == FORMERR:
                     return

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,11 +106,17 @@ class SynchProcess:
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "synch.cli", *args, "-c", str(self.config_path)]
 
-    def start(self, wait: bool = True, env: dict[str, str] | None = None) -> SynchProcess:
+    def start(
+        self,
+        wait: bool = True,
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> SynchProcess:
+        """`preexec_fn` runs in the child before synch starts (e.g. to lower an rlimit)."""
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             self.command("run"), stdout=log, stderr=log,
-            env={**os.environ, **env} if env else None,
+            env={**os.environ, **env} if env else None, preexec_fn=preexec_fn,
         )
         log.close()
         if wait:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gevent
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 from gevent import socket as gsocket
@@ -437,3 +438,73 @@ def test_bind_failure_raises_oserror_naming_address_and_protocol() -> None:
             DnsServers(service, "127.0.0.1", port).start()
     finally:
         taken.close()
+
+
+def _tcp_servers(**kwargs: Any) -> DnsServers:
+    settings = DnsSettings(domain="example.local", allow=("127.0.0.0/8",))
+    service = DnsService(settings, lambda: ZoneView(NORMAL, 1), Metrics())
+    servers = DnsServers(service, "127.0.0.1", 0, **kwargs)
+    servers.start()
+    return servers
+
+
+def _tcp_client(port: int, source: str = "127.0.0.1") -> gsocket.socket:
+    sock = gsocket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(REPLY_TIMEOUT)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def test_tcp_trickling_client_is_closed_at_the_message_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("synch.dns.server.TCP_IDLE_TIMEOUT", 1.0)
+    servers = _tcp_servers()
+    query = question("sip.example.local").pack()
+    message = struct.pack("!H", len(query)) + query
+    sock = _tcp_client(servers.tcp_port)
+    try:
+        # One byte every 0.2 s: the whole message would take several deadlines to arrive.
+        closed = False
+        for byte in message:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            gevent.sleep(0.2)
+        assert closed or sock.recv(2) == b"", "the trickle was answered or held open"
+    finally:
+        sock.close()
+        servers.stop()
+
+
+def test_tcp_full_pool_closes_new_connections_at_once_and_recovers() -> None:
+    servers = _tcp_servers(tcp_connections=2, tcp_per_client=1)
+    metrics = servers.service.metrics
+    holders = [_tcp_client(servers.tcp_port, f"127.0.0.{n}") for n in (11, 12)]
+    try:
+        late = _tcp_client(servers.tcp_port, "127.0.0.13")
+        assert late.recv(2) == b""  # closed, not queued behind the idle connections
+        late.close()
+        assert metrics.registry.get_sample_value(
+            "synch_connections_rejected_total", {"listener": "dns", "reason": "full"}
+        ) == 1
+        holders.pop().close()
+        deadline = time.monotonic() + REPLY_TIMEOUT
+        while True:  # the freed slot is given to the next client
+            try:
+                with _tcp_client(servers.tcp_port, "127.0.0.13") as client:
+                    tcp_send(client, question("sip.example.local").pack())
+                    reply = tcp_recv(client)
+            except OSError:
+                reply = None
+            if reply is not None or time.monotonic() > deadline:
+                break
+            gevent.sleep(0.05)
+        assert reply is not None and str(reply.rr[0].rdata) == NORMAL
+    finally:
+        for sock in holders:
+            sock.close()
+        servers.stop()
