@@ -15,8 +15,8 @@ import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
-from synch import __version__  # noqa: E402
-from synch.config import (  # noqa: E402  # noqa: E402
+from synch import __version__, exitcodes  # noqa: E402
+from synch.config import (  # noqa: E402
     ConfigError,
     Settings,
     config_path,
@@ -29,7 +29,7 @@ from synch.logsetup import setup_logging  # noqa: E402
 if TYPE_CHECKING:
     from synch.sync.job import SyncJob
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = exitcodes.OK, exitcodes.FAILED, exitcodes.CONFIG
 
 
 def _load(args: argparse.Namespace) -> Settings:

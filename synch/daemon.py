@@ -18,7 +18,7 @@ import gevent.event
 import gevent.lock
 import gevent.pool
 
-from synch import __version__
+from synch import __version__, exitcodes
 from synch.ami import AmiError, client_for, probe_once
 from synch.config import Settings
 from synch.control.protocol import ControlProtocol, StatusSnapshot
@@ -316,13 +316,23 @@ class Daemon:
             self._stop.wait(BRANCH_CHECK_SECONDS)
 
     def _watchdog_loop(self, period: float) -> None:
-        # Ping only while the probe loop is alive: a wedged daemon gets restarted by systemd.
-        stale_after = 2 * self.settings.probemonitor.interval + self.settings.probe_timeout + 5
+        # Ping only while the daemon serves: a wedged daemon gets restarted by systemd.
         while not self._stop.wait(period):
-            if time.monotonic() - self._last_probe_loop < stale_after:
+            problem = self._not_serving(timeout=min(period, 2.0))
+            if problem is None:
                 self._notifier.watchdog()
             else:
-                log.error("probe loop stalled; not feeding the systemd watchdog")
+                log.error("%s; not feeding the systemd watchdog", problem)
+
+    def _not_serving(self, timeout: float) -> str | None:
+        """Why the daemon is not doing its job (None: it is): the probe loop ran recently and
+        the DNS service answers a query of its own."""
+        stale_after = 2 * self.settings.probemonitor.interval + self.settings.probe_timeout + 5
+        if time.monotonic() - self._last_probe_loop >= stale_after:
+            return "probe loop stalled"
+        if not self._dns_servers.answers(timeout):
+            return f"DNS does not answer its own query within {timeout:g} s"
+        return None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -371,11 +381,16 @@ class Daemon:
     def _crashed(self, greenlet: gevent.Greenlet) -> None:
         if self._stop.is_set():
             return  # killed while stopping: whatever it raised on the way out is not a crash
-        log.critical("internal error in %s: %r; stopping", greenlet, greenlet.exception)
-        self.exit_code = 2
+        log.critical(
+            "internal error in %s: %r; stopping (exit %d: systemd restarts synch)",
+            greenlet,
+            greenlet.exception,
+            exitcodes.INTERNAL,
+        )
+        self.exit_code = exitcodes.INTERNAL
         self._stop.set()
 
-    exit_code = 0
+    exit_code = exitcodes.OK
 
     def request_stop(self, reason: str = "") -> None:
         if not self._stop.is_set():

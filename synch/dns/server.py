@@ -368,6 +368,7 @@ class DnsServers:
         self.tcp_port = 0
         self._udp_sock: Any = None  # the plain non-blocking socket the UDP loop drains
         self._udp_loop: gevent.Greenlet[Any, Any] | None = None
+        self._check_sock: gsocket.socket | None = None  # see answers()
         self._tcp: GatedServer | None = None
         self.loop_errors = 0
 
@@ -387,6 +388,9 @@ class DnsServers:
         )
 
     def stop(self) -> None:
+        if self._check_sock is not None:
+            self._check_sock.close()
+            self._check_sock = None
         if self._udp_loop is not None:
             self._udp_loop.kill(block=True, timeout=1)
             self._udp_loop = None
@@ -398,6 +402,39 @@ class DnsServers:
             self._tcp = None
         self.forward_pool.kill(block=False)
         self.service.flush_counts()
+
+    def answers(self, timeout: float) -> bool:
+        """Does the UDP service answer a query now? The SIP name is asked over loopback (or
+        the listen address) from a socket kept for it; any reply counts, REFUSED included.
+        It shows in synch_dns_queries_total like any other query."""
+        if not self.serving:
+            return False
+        try:
+            sock = self._self_check_socket()
+            query = DNSRecord.question(self.service.settings.fqdn)
+            sock.send(query.pack())
+            deadline = time.monotonic() + timeout
+            while (remaining := deadline - time.monotonic()) > 0:
+                sock.settimeout(remaining)
+                reply = sock.recv(UDP_RECV_SIZE)
+                if reply[:2] == query.pack()[:2]:  # not a late reply to an earlier check
+                    return True
+        except (OSError, ValueError) as exc:
+            log.debug("DNS self-check: %s", exc)
+        return False
+
+    def _self_check_socket(self) -> gsocket.socket:
+        if self._check_sock is None:
+            family = socket.AF_INET6 if ":" in self.listenaddress else socket.AF_INET
+            host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.listenaddress, self.listenaddress)
+            sock = gsocket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock.connect((host, self.udp_port))
+            except OSError:
+                sock.close()
+                raise
+            self._check_sock = sock
+        return self._check_sock
 
     @property
     def serving(self) -> bool:

@@ -1,0 +1,51 @@
+"""`python -m tests.adversarial.faults FAULT ARGS...`: the real `synch ARGS...` with one fault
+injected, for failures its surroundings cannot cause on demand (a bug in a greenlet, a
+listener that dies while the process lives on)."""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import sys  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+import gevent  # noqa: E402
+
+INJECTED = "injected fault"
+
+
+def crash_a_greenlet() -> None:
+    """The branch check loop raises at once: an internal error, as a bug would cause."""
+    from synch import daemon
+
+    def crash(self: object) -> None:
+        raise RuntimeError(INJECTED)
+
+    daemon.Daemon._branch_check_loop = crash  # type: ignore[method-assign]
+
+
+def dns_stops_answering() -> None:
+    """Two seconds after start, the DNS UDP loop ends while everything else runs on."""
+    from synch.dns import server
+
+    start = server.DnsServers.start
+
+    def started(self: server.DnsServers) -> None:
+        start(self)
+        loop = self._udp_loop
+        assert loop is not None
+        gevent.spawn_later(2.0, loop.kill, block=False)
+
+    server.DnsServers.start = started  # type: ignore[method-assign]
+
+
+FAULTS: dict[str, Callable[[], None]] = {
+    "crash": crash_a_greenlet,
+    "dns-stops": dns_stops_answering,
+}
+
+if __name__ == "__main__":
+    FAULTS[sys.argv[1]]()
+    from synch.cli import main
+
+    sys.exit(main(sys.argv[2:]))
