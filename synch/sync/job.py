@@ -199,6 +199,7 @@ class SyncJob:
         with self.lock():
             self._recover()
             self.history.commit_local_edits()
+            fetched.warnings.extend(self.history.warnings)  # files it had to leave out
             old_texts = self._read_files(files)
             old_text = old_texts[self.filename]
             # The common case, nothing changed: the file on disk is exactly the rendering, and
