@@ -62,6 +62,7 @@ EXCLUDE_END = "# <<< synch"
 # git's own lock files; one left by a killed git would block every later commit.
 GIT_LOCKS = ("index.lock", "HEAD.lock", "config.lock", "packed-refs.lock")
 GIT_LOCK_WAIT = 10.0  # seconds a lock in use may take to go away before a sync gives up
+ADD_BATCH = 500  # paths per `git add`, well within any command line's length
 
 # Every setting that makes git run a command, or reach beyond the repository, neutralised.
 SAFE_SETTINGS = {
@@ -378,16 +379,17 @@ class ConfigHistory:
         changed, err = self._status()
         unreadable = _unreadable(err)
         pending = [p for xy, p in changed if xy == "??" or xy[1] != " "]
-        if pending:
-            status, _, err = self._git("add", "--all", "--ignore-errors", "--", *pending,
-                                       check=False)
+        reasons: dict[str, str] = {}
+        for start in range(0, len(pending), ADD_BATCH):
+            status, _, err = self._git("add", "--all", "--ignore-errors", "--",
+                                       *pending[start:start + ADD_BATCH], check=False)
             if status != 0:
                 if "fatal:" in err or status != 1:
                     raise HistoryError(f"git add in {self.path}: {_clean(err)}")
-                # What is still not staged and git named in its errors: left out.
-                reasons = _unreadable(err)
-                left = {p for xy, p in self._status()[0] if xy == "??" or xy[1] != " "}
-                unreadable.update({p: why for p, why in reasons.items() if p in left})
+                reasons.update(_unreadable(err))
+        if reasons:  # what is still not staged, and git named in its errors, is left out
+            left = {p for xy, p in self._status()[0] if xy == "??" or xy[1] != " "}
+            unreadable.update({p: why for p, why in reasons.items() if p in left})
         self.warnings = [
             f"not committed to the history: {p} (cannot read it: {why})"
             for p, why in sorted(unreadable.items())

@@ -139,7 +139,7 @@ def test_git_failure_is_a_history_error(tmp_path: Path, history: ConfigHistory) 
 
 def tree(path: Path, rev: str = "HEAD") -> list[str]:
     """The files committed at `rev` (plumbing only: runs none of the repository's commands)."""
-    return git(path, "ls-tree", "-r", "--name-only", rev).split()
+    return git(path, "ls-tree", "-r", "--name-only", rev).splitlines()
 
 
 def exercise(history: ConfigHistory, path: Path) -> None:
@@ -345,3 +345,14 @@ def test_git_directory_that_is_a_symlink_is_refused(owner: Owner) -> None:
     assert history.paused is None
     after = {p: (p.stat().st_mode, p.stat().st_uid) for p in [elsewhere, *elsewhere.rglob("*")]}
     assert after == before
+
+
+def test_many_local_edits_are_added_in_batches(
+    tmp_path: Path, history: ConfigHistory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("synch.gitlog.ADD_BATCH", 3)
+    names = [f"f{i:02}.conf" for i in range(10)] + ["with space.conf", "star*.conf"]
+    for name in names:
+        (tmp_path / name).write_text(f"{name}\n")
+    assert history.commit_local_edits() is not None
+    assert sorted(tree(tmp_path)) == sorted(names)
