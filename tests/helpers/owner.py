@@ -11,9 +11,8 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,13 +46,6 @@ class Owner:
     def popen_kwargs(self) -> dict[str, Any]:
         """subprocess arguments that run a child as the owner (no supplementary groups)."""
         return {"user": self.uid, "group": self.gid, "extra_groups": []}
-
-    def run(self, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "HOME": "/", **kwargs.pop("env", {})}
-        return subprocess.run(
-            list(argv), capture_output=True, text=True, check=False, env=env,
-            **self.popen_kwargs, **kwargs,
-        )
 
 
 def _unused_uid() -> int:
