@@ -13,6 +13,7 @@ import json  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
 from synch import __version__, exitcodes  # noqa: E402
@@ -115,6 +116,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _as_owner(settings: Settings) -> int | None:
+    """Run as root: become the owner of the config directory (see synch.privileges). None to
+    go on, or the exit code after saying why not."""
+    from synch.privileges import PrivilegeError, become_owner
+
+    try:
+        become_owner(Path(settings.syncmanager.localconfigspath))
+    except PrivilegeError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return None
+
+
 def _sync_job(settings: Settings) -> "SyncJob":
     from synch.ami import client_for
     from synch.sync.job import SyncJob
@@ -128,6 +142,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     settings = _load(args)
     setup_logging("warning")
     job = _sync_job(settings)
+    refused = _as_owner(settings)
+    if refused is not None:
+        return refused
     try:
         outcome = job.run(force=args.force, dry_run=args.dry_run, full=True)
     finally:
@@ -156,18 +173,25 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from synch.gitlog import ConfigHistory
+    from synch.gitlog import ConfigHistory, HistoryError
 
     settings = _load(args)
+    refused = _as_owner(settings)
+    if refused is not None:
+        return refused
     history = ConfigHistory(settings.syncmanager.localconfigspath)
     files = None if args.all else [settings.syncmanager.localfilename]
-    entries = history.history(files, limit=args.limit)
+    try:
+        entries = history.history(files, limit=args.limit)
+        paused = history.paused
+    except HistoryError as exc:
+        print(f"history: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     if not entries:
         print(f"no history yet in {history.path}", file=sys.stderr)
         return EXIT_OK
     for entry in entries:
         print(f"{entry.commit[:10]}  {entry.date}  {entry.author:<8} {entry.subject}")
-    paused = history.paused
     if paused:
         print(f"\nautomatic sync is paused: {paused} (`synch resume` to continue)")
     return EXIT_OK
@@ -179,6 +203,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     settings = _load(args)
     setup_logging("warning")
     job = _sync_job(settings)
+    refused = _as_owner(settings)
+    if refused is not None:
+        return refused
     try:
         commit = rollback(job, args.rev)
     except RollbackError as exc:
@@ -194,11 +221,19 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from synch.gitlog import ConfigHistory
+    from synch.gitlog import ConfigHistory, HistoryError
 
     settings = _load(args)
+    refused = _as_owner(settings)
+    if refused is not None:
+        return refused
     history = ConfigHistory(settings.syncmanager.localconfigspath)
-    if not history.exists or not history.resume():
+    try:
+        resumed = history.exists and history.resume()
+    except HistoryError as exc:
+        print(f"resume: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if not resumed:
         print("automatic sync was not paused")
         return EXIT_OK
     print("automatic sync resumed: the next cycle brings the branch back in line with the central")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
+import stat
 from pathlib import Path
 
 
@@ -16,36 +17,57 @@ def read_text(path: Path) -> str | None:
         return None
 
 
-def atomic_write(path: Path, text: str, mode: int = 0o640) -> None:
+def atomic_write(path: Path, text: str, mode: int = 0o640, *, dir_fd: int | None = None) -> None:
     """Write `text` to `path` via a temp file in the same directory, fsync, rename, fsync dir.
 
     An existing file keeps its mode and owner (Asterisk reads these as its own user). A new
     file gets `mode`, and, when we run as root, the owner of its directory: /etc/asterisk
     belongs to asterisk, and a root-owned 0640 file there is one Asterisk cannot read (its
     `#tryinclude` would skip it silently and the branch would have no users).
+    With `dir_fd`, `path` is a name in that directory (opened by the caller without following
+    symlinks). The directory's owner controls its entries, so nothing here follows a symlink:
+    a symlink at `path` is replaced, not written through, and the temp file is set up through
+    its descriptor, never by name.
     Raises OSError (disk full, read-only...) with the temp file removed.
     """
-    directory = path.parent
+    if dir_fd is not None:
+        _write_at(dir_fd, path.name, text, mode)
+        return
     try:
-        st: os.stat_result | None = path.stat()
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            _write_at(fd, path.name, text, mode)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
+
+
+def _write_at(dir_fd: int, name: str, text: str, mode: int) -> None:
+    try:
+        st: os.stat_result | None = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         st = None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        st = None  # a symlink (or anything but a file) is replaced like a missing file
+    owner = st if st is not None else os.fstat(dir_fd)
+    tmp = f".{name}.{secrets.token_hex(4)}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, st.st_mode & 0o7777 if st else mode)
-        owner = st if st is not None else directory.stat()
-        if os.geteuid() == 0:
-            os.chown(tmp, owner.st_uid, owner.st_gid)
-        os.replace(tmp, path)
+            if os.geteuid() == 0:
+                os.fchown(fd, owner.st_uid, owner.st_gid)
+            os.fchmod(fd, st.st_mode & 0o7777 if st else mode)
+            os.fsync(fd)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         raise
-    fsync_dir(directory)
+    os.fsync(dir_fd)
 
 
 def fsync_dir(directory: Path) -> None:

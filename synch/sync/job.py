@@ -208,6 +208,7 @@ class SyncJob:
                 return skipped
             self._recover()
             self.history.commit_local_edits()
+            fetched.warnings.extend(self.history.warnings)  # files it had to leave out
             old_texts = self._read_files(files)
             change, reason = self._judge(old_texts[self.filename], new_text, fetched.config)
             commit = None

@@ -74,3 +74,23 @@ def test_read_text_and_remove(tmp_path: Path) -> None:
     assert read_text(target) == "é\n"
     assert remove(target) is True
     assert not target.exists()
+
+
+def test_symlink_in_place_of_the_file_is_replaced_never_followed(tmp_path: Path) -> None:
+    """The directory's owner (asterisk) may plant a symlink where synch writes, to have root
+    change another file's mode or owner, or write through it."""
+    outside = tmp_path / "outside"
+    outside.write_text("someone else's\n")
+    os.chmod(outside, 0o600)
+    directory = tmp_path / "etc"
+    directory.mkdir()
+    target = directory / "pjsip_synch.conf"
+    target.symlink_to(outside)
+    before = outside.stat()
+    atomic_write(target, "[1001]\n")
+    assert not target.is_symlink() and target.read_text() == "[1001]\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640  # a new file's mode, not the target's
+    after = outside.stat()
+    assert outside.read_text() == "someone else's\n"
+    assert (after.st_mode, after.st_uid, after.st_gid) == (before.st_mode, before.st_uid,
+                                                          before.st_gid)
