@@ -13,6 +13,7 @@ branch, which also retries a reload that failed (even across restarts).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import gc
 import hashlib
@@ -443,7 +444,14 @@ class SyncJob:
         """One writer at a time across processes (daemon, `synch sync --force`, rollback)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         lock_path = self.directory / LOCK_NAME
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            # Never through a symlink: whoever owns the directory could plant one pointing at
+            # a file that root (the CLI under sudo) would then create or chown.
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise SyncFailed(f"{lock_path} is a symbolic link: remove it") from exc
+            raise
         try:
             owned_like_parent(lock_path)
             deadline = time.monotonic() + LOCK_WAIT

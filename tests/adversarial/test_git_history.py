@@ -259,3 +259,24 @@ def test_lock_of_a_user_synch_cannot_see_is_left_for_the_operator(
     assert lock.exists()
     lock.unlink()
     assert ok(synch("sync")).startswith("sync applied: +1004")
+
+
+def test_the_sync_lock_is_never_opened_through_a_symlink(tmp_path: Path) -> None:
+    from synch.config import parse_settings
+    from synch.sync.job import SyncFailed, SyncJob
+
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    target = tmp_path / "elsewhere"
+    (etc / ".synch.lock").symlink_to(target)
+    text = (
+        '{"amiremote": {"hostname": "127.0.0.1", "password": "x"}, "amilocal": {"password": "x"},'
+        f'"syncmanager": {{"localconfigspath": "{etc}"}},'
+        '"dnsservice": {"forwarder": "127.0.0.1", "targetnormal": "10.0.0.1",'
+        ' "targetfailover": "10.0.0.2"},'
+        '"servicecontrol": {"token": "t"}}'
+    )
+    job = SyncJob(parse_settings(text), None, None)  # type: ignore[arg-type]
+    with pytest.raises(SyncFailed, match="is a symbolic link"), job.lock():
+        pass
+    assert not target.exists()
