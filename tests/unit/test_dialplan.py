@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +31,7 @@ from synch.dialplan.sync import (
 from synch.sync.model import Category, ConfigFile, parse_conf_text
 from tests.lab.samples import ORIGINAL_README_SIP_ADDITIONAL, freepbx_pjsip
 
+TOP = Path(__file__).resolve().parents[2]
 ON = DialplanSettings(enabled=True, trunk="pstn-gw", outbound=("_0XXXXXXXXX", "9|_00X."))
 
 
@@ -84,8 +86,7 @@ def test_sip_mode_uses_chan_sip_names_and_mailbox_key() -> None:
     assert "exten => 1002,1,Gosub(synch-user,s,1(SIP/1002,))" in head  # no such mailbox
     assert " same => n,Dial(SIP/pstn-gw/112)" in sections["synch-emergency"]
     assert "exten => *97,1,Goto(synch-voicemail,${CHANNEL(peername)},1)" in head
-    assert " same => n,Dial(SIP/pstn-gw/${ARG1})" not in sections["synch-outbound"]
-    assert "exten => s,1,Dial(SIP/pstn-gw/${ARG1})" in sections["synch-outbound"]
+    assert "exten => s,1,Dial(SIP/pstn-gw/${FILTER(0-9*#+,${ARG1})})" in sections["synch-outbound"]
     # The README's trunks (Dev_Trunk, Prod_Trunk) are no extensions: no context of theirs.
     assert not any(name.startswith("from-trunk") for name in sections)
     assert any("Dev_Trunk" in w for w in plan.warnings)
@@ -101,7 +102,7 @@ def test_every_synced_context_gets_the_emergency_numbers_before_any_pattern() ->
         # everything in the context itself.
         assert "_X." not in exts and not any(e.startswith("_[") for e in exts)
         assert sections[name][-1] == "include => synch-unknown"
-        assert "exten => 112,1,Goto(synch-emergency,${EXTEN},1)" in sections[name]
+        assert "exten => 112,1,Goto(synch-emergency,112,1)" in sections[name]
     emergency = sections["synch-emergency"]
     assert extensions(emergency) == ["112", "911", "999", "000"]
     assert " same => n,Dial(PJSIP/112@pstn-gw)" in emergency
@@ -119,9 +120,10 @@ def test_phones_of_every_context_reach_each_other() -> None:
 def test_outbound_routes_and_prefix_stripping() -> None:
     plan = generate(pjsip({"HeadOffice": [1001]}), ON, "pjsip", header="h")
     ctx = contexts(plan.text)["from-internal-headoffice"]
-    assert "exten => _0XXXXXXXXX,1,Gosub(synch-outbound,s,1(${EXTEN}))" in ctx
-    assert "exten => _900X.,1,Gosub(synch-outbound,s,1(${EXTEN:1}))" in ctx
-    assert "exten => s,1,Dial(PJSIP/${ARG1}@pstn-gw)" in contexts(plan.text)["synch-outbound"]
+    assert "exten => _0XXXXXXXXX,1,Gosub(synch-outbound,s,1(${FILTER(0-9*#+,${EXTEN})}))" in ctx
+    assert "exten => _900X.,1,Gosub(synch-outbound,s,1(${FILTER(0-9*#+,${EXTEN:1})}))" in ctx
+    outbound = contexts(plan.text)["synch-outbound"]
+    assert "exten => s,1,Dial(PJSIP/${FILTER(0-9*#+,${ARG1})}@pstn-gw)" in outbound
 
 
 def test_no_outbound_routes_means_emergency_only() -> None:
@@ -137,7 +139,7 @@ def test_central_only_extensions_get_the_announcement_or_the_fallback() -> None:
     synced = pjsip({"HeadOffice": [1001]})
     plan = generate(synced, ON, "pjsip", header="h", central=central)
     ctx = contexts(plan.text)
-    assert "exten => 2001,1,Goto(synch-central,${EXTEN},1)" in ctx["from-internal-headoffice"]
+    assert "exten => 2001,1,Goto(synch-central,2001,1)" in ctx["from-internal-headoffice"]
     assert "1001,1,Goto(synch-central" not in plan.text
     assert " same => n,Playback(all-circuits-busy-now)" in ctx["synch-central"]
     with_fallback = generate(
@@ -148,7 +150,7 @@ def test_central_only_extensions_get_the_announcement_or_the_fallback() -> None:
         central=central,
     )
     central_ctx = contexts(with_fallback.text)["synch-central"]
-    assert "exten => _[0-9*#+].,1,Dial(PJSIP/+4930555${EXTEN}@gw)" in central_ctx
+    assert "exten => _[0-9*#+].,1,Dial(PJSIP/+4930555${FILTER(0-9*#+,${EXTEN})}@gw)" in central_ctx
     # If the fallback fails too, the caller still hears why.
     assert " same => n,Playback(all-circuits-busy-now)" in central_ctx
 
@@ -184,7 +186,7 @@ def test_extension_equal_to_an_emergency_number_is_not_dialled_locally() -> None
     plan = generate(synced, ON, "pjsip", header="h")
     lines = contexts(plan.text)["ctx"]
     assert extensions(lines).count("112") == 1
-    assert "exten => 112,1,Goto(synch-emergency,${EXTEN},1)" in lines
+    assert "exten => 112,1,Goto(synch-emergency,112,1)" in lines
     assert any("112" in w and "service" in w for w in plan.warnings)
 
 
@@ -240,6 +242,37 @@ def test_output_is_deterministic_and_independent_of_endpoint_order() -> None:
         "2001",
         "3001",
     ]
+
+
+_FILTERED = re.compile(r"\$\{FILTER\(0-9\*#\+,\$\{(?:EXTEN(?::\d+)?|ARG1)\}\)\}")
+
+
+def _unfiltered(text: str) -> list[str]:
+    """Dialplan lines where the dialled number (EXTEN) reaches an application unfiltered."""
+    code = [line.split(";")[0] for line in text.splitlines()]
+    return [line for line in code if "${EXTEN" in _FILTERED.sub("", line)]
+
+
+@pytest.mark.parametrize("mode", ["pjsip", "sip"])
+def test_dialled_numbers_reach_applications_only_filtered(mode: str) -> None:
+    settings = DialplanSettings(
+        enabled=True, trunk="gw", outbound=("_0X.", "9|_00X.", "0|_+X."), centralfallback="+49"
+    )
+    synced = pjsip({"A": [1001]}) if mode == "pjsip" else parse_conf_text(
+        ORIGINAL_README_SIP_ADDITIONAL
+    )
+    plan = generate(synced, settings, mode, header="h", central={"1001", "2001"})
+    assert _unfiltered(plan.text) == []
+    trunk_dials = [ln for ln in plan.text.splitlines() if "Dial(" in ln and "gw" in ln]
+    assert trunk_dials and all(
+        "${" not in ln or _FILTERED.search(ln) for ln in trunk_dials
+    ), trunk_dials
+
+
+def test_appliance_dialplan_filters_the_dialled_number() -> None:
+    text = (TOP / "appliance/asterisk/extensions.conf").read_text()
+    assert "FILTER(0-9*#+,${EXTEN})" in text
+    assert _unfiltered(text) == []
 
 
 def test_header_lines_stay_comments() -> None:
