@@ -173,6 +173,9 @@ class DialplanSettings:
     ringtimeout: int = 20  # seconds a local phone rings before voicemail
     centralfallback: str = ""  # dial prefix for central-only extensions via the trunk
     voicemailaccess: str = "*97"  # a user's own mailbox; "" = none
+    # The only contexts synch writes: Asterisk merges same-named sections, so an account with
+    # context=from-pstn must never add routes to the trunk's inbound context of the branch.
+    contexts: tuple[str, ...] = ("from-internal",)
 
 
 @dataclass(frozen=True)
@@ -945,6 +948,15 @@ def _dialplan(sec: _Section) -> DialplanSettings:
         sec.problem(
             "voicemailaccess", f"{access} is also an emergency number", sec.get("voicemailaccess")
         )
+    contexts = _dialplan_list(sec, "contexts", d.contexts, dialplan_names.context_problem)
+    if not contexts and sec.has("contexts"):
+        sec.problem(
+            "contexts",
+            "must list at least one context: the contexts of the synced phones that synch "
+            'writes the dialplan of (FreePBX: ["from-internal"])',
+            sec.get("contexts"),
+        )
+        contexts = d.contexts
     return DialplanSettings(
         enabled=enabled,
         trunk=trunk,
@@ -959,6 +971,7 @@ def _dialplan(sec: _Section) -> DialplanSettings:
             empty_ok=True,
         ),
         voicemailaccess=access,
+        contexts=contexts,
     )
 
 

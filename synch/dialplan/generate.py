@@ -2,7 +2,9 @@
 
 FreePBX's own `from-internal` needs its macros, AGI scripts and AstDB, none of which exist on
 a plain branch Asterisk. This writes a small, readable dialplan instead: one context for every
-`context=` the synced accounts use, holding, in this order,
+`context=` the synced accounts use that `dialplan.contexts` lists (Asterisk merges sections of
+the same name, so a context the branch uses otherwise, such as the trunk's inbound one, is
+never written: its accounts are left out with a warning), holding, in this order,
 
 1. the emergency numbers, as explicit extensions (Asterisk always prefers an explicit
    extension to any pattern of the same context, so no `_X.` of a route or of the operator can
@@ -141,6 +143,7 @@ def generate(
     emergency = list(settings.emergency)
     users: dict[str, Account] = {}
     contexts: list[str] = []
+    foreign: dict[str, list[str]] = {}  # context not in settings.contexts → its extensions
     for acc in accounts:
         if not names.EXTENSION.fullmatch(acc.name):
             # Not an extension (a trunk picked up by the filter, say): giving its context a
@@ -153,12 +156,16 @@ def generate(
         if not acc.context:
             warnings.append(f"extension {acc.name}: no context=, so it gets no dialplan")
             continue
+        if acc.context not in settings.contexts:
+            foreign.setdefault(acc.context, []).append(acc.name)
+            continue
         if acc.context not in contexts:
             contexts.append(acc.context)
         if acc.name in emergency or acc.name == settings.voicemailaccess:
             warnings.append(f"extension {acc.name} is also a service number; the service wins")
         else:
             users.setdefault(acc.name, acc)
+    warnings += [_foreign_warning(c, exts, settings.contexts) for c, exts in foreign.items()]
     boxes = {name: _usable_mailbox(acc, mailboxes, warnings) for name, acc in users.items()}
     others = sorted(
         (
@@ -177,6 +184,18 @@ def generate(
         out += _context(context, settings, mode, users, boxes, others)
     out += _subroutines(settings, mode, boxes)
     return Dialplan("\n".join(out) + "\n", tuple(contexts), warnings)
+
+
+def _foreign_warning(context: str, extensions: list[str], allowed: Collection[str]) -> str:
+    # Left out, not refused: the name is valid (FreePBX has per-extension contexts), and
+    # refusing would stop every other account's sync over one extension's setting.
+    which = ", ".join(sorted(extensions, key=_numeric))
+    return (
+        f"extension(s) {which}: context={context} is not in dialplan.contexts "
+        f"({', '.join(allowed)}), so they get no dialplan and [{context}] is not written "
+        "(on the branch that name may belong to something else, such as the trunk's inbound "
+        "context); add it to dialplan.contexts if it is a context of phones"
+    )
 
 
 def _numeric(ext: str) -> tuple[int, str]:

@@ -29,25 +29,20 @@ APPLIANCE_EXTENSIONS = TOP / "appliance/asterisk/extensions.conf"
 SYNCED = [1001, 1002]  # context from-internal-headoffice: the generated dialplan
 APPLIANCE = [5001, 5002, 5003]  # context from-internal: the appliance's extensions.conf
 SYNCED_CONTEXT = "from-internal-headoffice"
-DIALPLAN = {
-    "enabled": True,
-    "trunk": "pstn-gw",
-    "outbound": ("_0XXXXXXXXX", "9|_00X."),
-    "emergency": ("112",),
-    "centralfallback": "+4930555",
-    "contexts": (SYNCED_CONTEXT,),
-}
+DIALPLAN = DialplanSettings(
+    enabled=True,
+    trunk="pstn-gw",
+    outbound=("_0XXXXXXXXX", "9|_00X."),
+    emergency=("112",),
+    centralfallback="+4930555",
+    contexts=(SYNCED_CONTEXT,),
+)
 
 
 def _accounts(extensions: list[int], site: str) -> str:
     files = freepbx_pjsip({site: extensions}, trunks=())
     text = "".join(files[f"pjsip.{kind}.conf"] for kind in ("endpoint", "aor", "auth"))
     return "\n".join(ln for ln in text.splitlines() if not ln.startswith("#include")) + "\n"
-
-
-def _dialplan_settings() -> DialplanSettings:
-    known = set(DialplanSettings.__dataclass_fields__)
-    return DialplanSettings(**{k: v for k, v in DIALPLAN.items() if k in known})  # type: ignore[arg-type]
 
 
 @dataclass
@@ -77,7 +72,7 @@ def branch(lab: Path) -> Iterator[Branch]:
     gateway_port = free_port("udp")
     synced = _accounts(SYNCED, "HeadOffice")
     plan = generate(
-        parse_conf_text(synced), _dialplan_settings(), "pjsip", header="test",
+        parse_conf_text(synced), DIALPLAN, "pjsip", header="test",
         central=["1001", "1002", "2001"], mailboxes=set(),
     )
     appliance = _accounts(APPLIANCE, "Appliance").replace(

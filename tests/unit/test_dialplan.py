@@ -32,7 +32,14 @@ from synch.sync.model import Category, ConfigFile, parse_conf_text
 from tests.lab.samples import ORIGINAL_README_SIP_ADDITIONAL, freepbx_pjsip
 
 TOP = Path(__file__).resolve().parents[2]
-ON = DialplanSettings(enabled=True, trunk="pstn-gw", outbound=("_0XXXXXXXXX", "9|_00X."))
+# The contexts of the sample accounts below (tests/lab/samples.py and endpoint()).
+SAMPLE_CONTEXTS = ("from-internal-headoffice", "from-internal-devops", "from-internal-a", "ctx")
+ON = DialplanSettings(
+    enabled=True,
+    trunk="pstn-gw",
+    outbound=("_0XXXXXXXXX", "9|_00X."),
+    contexts=SAMPLE_CONTEXTS,
+)
 
 
 def pjsip(sites: dict[str, list[int]]) -> ConfigFile:
@@ -127,7 +134,7 @@ def test_outbound_routes_and_prefix_stripping() -> None:
 
 
 def test_no_outbound_routes_means_emergency_only() -> None:
-    settings = DialplanSettings(enabled=True, trunk="gw")
+    settings = DialplanSettings(enabled=True, trunk="gw", contexts=SAMPLE_CONTEXTS)
     ctx = contexts(generate(pjsip({"A": [1001]}), settings, "pjsip", header="h").text)
     assert not any("synch-outbound" in line for line in ctx["from-internal-a"])
     assert extensions(ctx["synch-emergency"]) == list(settings.emergency)
@@ -256,7 +263,11 @@ def _unfiltered(text: str) -> list[str]:
 @pytest.mark.parametrize("mode", ["pjsip", "sip"])
 def test_dialled_numbers_reach_applications_only_filtered(mode: str) -> None:
     settings = DialplanSettings(
-        enabled=True, trunk="gw", outbound=("_0X.", "9|_00X.", "0|_+X."), centralfallback="+49"
+        enabled=True,
+        trunk="gw",
+        outbound=("_0X.", "9|_00X.", "0|_+X."),
+        centralfallback="+49",
+        contexts=SAMPLE_CONTEXTS,
     )
     synced = pjsip({"A": [1001]}) if mode == "pjsip" else parse_conf_text(
         ORIGINAL_README_SIP_ADDITIONAL
@@ -273,6 +284,32 @@ def test_appliance_dialplan_filters_the_dialled_number() -> None:
     text = (TOP / "appliance/asterisk/extensions.conf").read_text()
     assert "FILTER(0-9*#+,${EXTEN})" in text
     assert _unfiltered(text) == []
+
+
+def test_only_listed_contexts_are_written_others_left_out_with_a_warning() -> None:
+    synced = ConfigFile(
+        (
+            endpoint("1001", context="from-internal"),
+            endpoint("1002", context="from-pstn"),
+            endpoint("1003", context="from-pstn"),
+            endpoint("1004", context="From-Internal"),  # Asterisk's names are case-sensitive
+        )
+    )
+    settings = DialplanSettings(enabled=True, trunk="gw", outbound=("_00X.",))
+    plan = generate(synced, settings, "pjsip", header="h", central={"1001", "1002"})
+    sections = contexts(plan.text)
+    assert plan.contexts == ("from-internal",)
+    assert [n for n in sections if not n.startswith("synch-")] == ["from-internal"]
+    # Left out: not dialled as a local phone (1002 is the central's, 1003 unknown).
+    ctx = sections["from-internal"]
+    assert "exten => 1001,1,Gosub(synch-user,s,1(PJSIP/1001,))" in ctx
+    assert "exten => 1002,1,Goto(synch-central,1002,1)" in ctx
+    assert "1003" not in extensions(ctx)
+    warned = [w for w in plan.warnings if "dialplan.contexts" in w]
+    assert len(warned) == 2, plan.warnings
+    assert "1002, 1003" in warned[0] and "context=from-pstn" in warned[0]
+    assert "[from-pstn] is not written" in warned[0]
+    assert "1004" in warned[1] and "From-Internal" in warned[1]
 
 
 def test_header_lines_stay_comments() -> None:
@@ -325,7 +362,16 @@ def test_dialplan_is_off_by_default_and_defaults_are_documented() -> None:
     assert s.dialplan == DialplanSettings()
     assert not s.dialplan.enabled
     assert s.dialplan.emergency == ("112", "911", "999", "000")
+    assert s.dialplan.contexts == ("from-internal",)
     assert reload_modules(s) == ()
+
+
+def test_dialplan_contexts_setting() -> None:
+    assert settings_with({"contexts": "from-internal-xyz"}).dialplan.contexts == (
+        "from-internal-xyz",
+    )
+    both = settings_with({"Contexts": ["from-internal", "ext-local", "from-internal"]})
+    assert both.dialplan.contexts == ("from-internal", "ext-local")
 
 
 def test_dialplan_settings_are_read_case_insensitively() -> None:
@@ -367,6 +413,12 @@ def test_dialplan_settings_are_read_case_insensitively() -> None:
         ({"trunk": "gw", "centralfallback": "0${X}"}, "dialplan.centralfallback", "prefix"),
         ({"trunk": "gw", "voicemailaccess": "112"}, "dialplan.voicemailaccess", "emergency"),
         ({"trunk": "gw", "emergancy": ["112"]}, "dialplan.emergancy", "unknown key"),
+        ({"contexts": []}, "dialplan.contexts", "at least one"),
+        ({"contexts": ["from pstn"]}, "dialplan.contexts[0]", "context name"),
+        ({"contexts": ["ok", "a]\n[b"]}, "dialplan.contexts[1]", "context name"),
+        ({"contexts": ["synch-user"]}, "dialplan.contexts[0]", "synch's own"),
+        ({"contexts": ["General"]}, "dialplan.contexts[0]", "reserved"),
+        ({"contexts": [1]}, "dialplan.contexts[0]", "double quotes"),
     ],
 )
 def test_bad_dialplan_settings_are_named(dialplan: object, key: str, text: str) -> None:
@@ -406,7 +458,7 @@ class StubCentral:
 def enabled_settings() -> Settings:
     return Settings(
         syncmanager=SyncManagerSettings(mode="pjsip", localfilename="pjsip_synch.conf"),
-        dialplan=DialplanSettings(enabled=True, trunk="pstn-gw"),
+        dialplan=DialplanSettings(enabled=True, trunk="pstn-gw", contexts=SAMPLE_CONTEXTS),
     )
 
 
