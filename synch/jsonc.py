@@ -259,8 +259,10 @@ class JsoncParser:
         if self.s[self.i] == "'":
             self.fail("strings need double quotes, not single quotes")
         if word:
+            # Shown only when it is a miswritten literal: it may be a password without quotes.
+            shown = f" {word!r}" if word.lower() in ("true", "false", "null") else ""
             self.fail(
-                f"unexpected word {word!r}: text needs double quotes; "
+                f"unexpected word{shown}: text needs double quotes; "
                 "literals are true, false and null (lowercase)"
             )
         self.fail(f"unexpected character {self.s[self.i]!r}: expected a value")
