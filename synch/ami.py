@@ -500,7 +500,8 @@ def _require_gevent() -> None:
 
 def _check_value(where: str, value: str) -> str:
     if "\r" in value or "\n" in value:
-        raise ValueError(f"AMI {where} must not contain a line break: {value!r}")
+        # Not the value: it may be the password, and this message reaches the journal.
+        raise ValueError(f"AMI {where} must not contain a line break")
     return value
 
 

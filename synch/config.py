@@ -21,6 +21,9 @@ Reading rules, chosen so that a file that worked with the original Synch v1.0b k
   converted it, so existing files may hold either form. Anything else of the wrong type
   (an object for a port, `true` for a password, `5.5` for a count) is an error.
 - Every problem is collected and reported at once, each named by its `section.key`.
+- No text value may hold a control character (a line break in an AMI password would end its
+  header; in a file name or a regex it is never meant). Secrets (SECRET_KEYS) are never quoted
+  in a problem or a warning: the journal would keep them.
 """
 
 from __future__ import annotations
@@ -174,6 +177,9 @@ class DialplanSettings:
     ringtimeout: int = 20  # seconds a local phone rings before voicemail
     centralfallback: str = ""  # dial prefix for central-only extensions via the trunk
     voicemailaccess: str = "*97"  # a user's own mailbox; "" = none
+    # The only contexts synch writes: Asterisk merges same-named sections, so an account with
+    # context=from-pstn must never add routes to the trunk's inbound context of the branch.
+    contexts: tuple[str, ...] = ("from-internal",)
 
 
 @dataclass(frozen=True)
@@ -209,6 +215,10 @@ MAX_SECONDS = 7 * 86400.0  # beyond a week an interval or timeout is a typo, not
 MAX_DNS_TIME = 2**31 - 1  # RFC 2181: TTLs and SOA timers are 31-bit
 MAX_COUNT = 1_000_000
 MAX_TOKEN_BYTES = 200  # the status socket reads at most 256 bytes per request
+# Values never shown in a problem or a warning, only named.
+SECRET_KEYS = frozenset(
+    {"amiremote.password", "amilocal.password", "servicecontrol.token", "servicecontrol.admintoken"}
+)
 
 _HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
 _DNS_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\Z")
@@ -245,7 +255,10 @@ def _where(node: Node | None) -> str:
     return f" (line {node.line})" if node is not None else ""
 
 
-def _describe(node: Node) -> str:
+def _describe(node: Node, *, secret: bool = False) -> str:
+    """The value as a problem message quotes it; a secret only by its kind."""
+    if secret and node.kind in ("string", "number"):
+        return "text" if node.kind == "string" else "a number"
     if node.kind == "string":
         text = str(node.scalar)
         return f'"{text[:40]}..."' if len(text) > 40 else f'"{text}"'
@@ -277,6 +290,9 @@ class _Section:
 
     def problem(self, key: str, message: str, node: Node | None = None) -> None:
         self.ctx.problems.append((f"{self.name}.{key}", message + _where(node)))
+
+    def secret(self, key: str) -> bool:
+        return f"{self.name}.{key}" in SECRET_KEYS
 
     def warn(self, key: str, message: str, node: Node | None = None) -> None:
         self.ctx.warnings.append(f"{self.name}.{key}: {message}{_where(node)}")
@@ -330,20 +346,20 @@ class _Section:
         return default if got is None else got[0]
 
     def text_of(self, key: str, node: Node) -> str | None:
+        """The text of a value; None (reported) if it is not text or holds a control character."""
+        secret = self.secret(key)
         if node.kind == "string":
+            value = str(node.scalar)
+            if _CONTROL.search(value):
+                self.problem(key, _control_problem(value, secret), node)
+                return None
             if node.bad_escapes:
-                escapes = ", ".join(dict.fromkeys(node.bad_escapes))
-                doubled = ", ".join("\\" + e for e in dict.fromkeys(node.bad_escapes))
-                self.warn(
-                    key,
-                    f"invalid JSON escape {escapes} kept as written; "
-                    f"write {doubled} to make the file valid JSON",
-                    node,
-                )
-            return str(node.scalar)
+                self.warn(key, _escape_warning(node.bad_escapes, secret), node)
+            return value
         if node.kind == "number" and isinstance(node.scalar, int):
             return node.raw
-        self.problem(key, f"must be text in double quotes, got {_describe(node)}", node)
+        got = _describe(node, secret=secret)
+        self.problem(key, f"must be text in double quotes, got {got}", node)
         return None
 
     def integer(self, key: str, default: int, low: int, high: int) -> int:
@@ -463,6 +479,31 @@ class _Section:
                 self.problem(key, "unknown key" + _suggest(key, self.known, others), member.node)
 
 
+def _control_problem(value: str, secret: bool) -> str:
+    if "\b" in value:  # JSON "\b" is a backspace, never what a regex author meant
+        return (
+            'must not contain control characters: "\\b" in JSON is a backspace; '
+            'for a regex word boundary write "\\\\b"'
+        )
+    found = _CONTROL.search(value)
+    assert found is not None
+    where = "" if secret else f": found U+{ord(found.group()):04X}"
+    return f"must not contain control characters (line breaks, tabs...){where}"
+
+
+def _escape_warning(escapes: list[str], secret: bool) -> str:
+    if secret:  # not even two characters of a secret
+        return (
+            "invalid JSON escape kept as written (not shown: the value is a secret); "
+            "double its backslash to make the file valid JSON"
+        )
+    kinds = ", ".join(dict.fromkeys(escapes))
+    doubled = ", ".join("\\" + e for e in dict.fromkeys(escapes))
+    return (
+        f"invalid JSON escape {kinds} kept as written; write {doubled} to make the file valid JSON"
+    )
+
+
 def _suggest(key: str, known: set[str], others: dict[str, set[str]]) -> str:
     close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
     if close:
@@ -536,8 +577,6 @@ def _ami(sec: _Section, *, remote: bool) -> AmiSettings:
     # With TLS and no port given, Asterisk's TLS port is the one that answers.
     port = sec.port("port", DEFAULT_TLS_AMI_PORT if tls else d.port)
     username = sec.text("username", d.username, nonempty=True, why="the AMI user")
-    if _CONTROL.search(username):
-        sec.problem("username", "must not contain control characters", sec.get("username"))
     password = sec.text(
         "password", d.password, required=True, why="the AMI secret of that user in manager.conf"
     )
@@ -600,13 +639,7 @@ def _workdirectory(sec: _Section) -> None:
 
 
 def _remote_filename(sec: _Section, default: str) -> str:
-    value = sec.text("remotefilename", default, nonempty=True)
-    if _CONTROL.search(value):
-        sec.problem(
-            "remotefilename", "must not contain control characters", sec.get("remotefilename")
-        )
-        return default
-    return value
+    return sec.text("remotefilename", default, nonempty=True)
 
 
 def _filter_key(sec: _Section, default: str) -> str:
@@ -630,16 +663,6 @@ def _filter_value(sec: _Section, default: str) -> str:
     if got is None:
         return default
     value, node = got
-    if "\b" in value:
-        sec.problem(
-            "filtervalue",
-            'holds a backspace (JSON "\\b"); for a regex word boundary write "\\\\b"',
-            node,
-        )
-        return default
-    if _CONTROL.search(value):
-        sec.problem("filtervalue", "must not contain control characters (tab, newline...)", node)
-        return default
     try:
         re.compile(value)
     except re.error as err:
@@ -829,7 +852,9 @@ def _forwarder(sec: _Section, key: str, node: Node) -> Endpoint | None:
             node,
         )
         return None
-    text = sec.text_of(key, node) or ""
+    text = sec.text_of(key, node)
+    if text is None:
+        return None
     endpoint = parse_endpoint(text, default_port=53)
     if endpoint is None:
         sec.problem(
@@ -947,6 +972,15 @@ def _dialplan(sec: _Section) -> DialplanSettings:
         sec.problem(
             "voicemailaccess", f"{access} is also an emergency number", sec.get("voicemailaccess")
         )
+    contexts = _dialplan_list(sec, "contexts", d.contexts, dialplan_names.context_problem)
+    if not contexts and sec.has("contexts"):
+        sec.problem(
+            "contexts",
+            "must list at least one context: the contexts of the synced phones that synch "
+            'writes the dialplan of (FreePBX: ["from-internal"])',
+            sec.get("contexts"),
+        )
+        contexts = d.contexts
     return DialplanSettings(
         enabled=enabled,
         trunk=trunk,
@@ -961,6 +995,7 @@ def _dialplan(sec: _Section) -> DialplanSettings:
             empty_ok=True,
         ),
         voicemailaccess=access,
+        contexts=contexts,
     )
 
 
@@ -999,7 +1034,9 @@ def _dialplan_list(
         if element.kind != "string":
             sec.problem(where, f"must be text in double quotes, got {_describe(element)}", element)
             continue
-        value = str(element.scalar)
+        value = sec.text_of(where, element)
+        if value is None:
+            continue
         reason = check(value)
         if reason:
             sec.problem(where, f"{reason}, got {_describe(element)}", element)

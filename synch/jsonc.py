@@ -1,9 +1,14 @@
 """JSON with comments, parsed with line numbers so that every configuration problem can say
 where it is. The leniencies (comments, trailing commas, invalid escapes kept as written) are
-described in `synch.config`."""
+described in `synch.config`.
+
+`loads()` and `set_member()` give other readers of a settings file (the appliance's first
+boot) this same reading: a file `synch check-config` accepts is never refused by them.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 from bisect import bisect_right
 from dataclasses import dataclass, field
@@ -32,6 +37,8 @@ class Node:
     members: list[Member] = field(default_factory=list)
     elements: list[Node] = field(default_factory=list)
     bad_escapes: list[str] = field(default_factory=list)
+    start: int = 0  # the value's text is source[start:end]
+    end: int = 0
 
 
 class JsonSyntaxError(Exception):
@@ -96,6 +103,12 @@ class JsoncParser:
         self.skip()
         if self.i >= len(self.s):
             self.fail("unexpected end of file: expected a value")
+        start = self.i
+        node = self.parse_value(depth)
+        node.start, node.end = start, self.i
+        return node
+
+    def parse_value(self, depth: int) -> Node:
         c = self.s[self.i]
         if c == "{":
             return self.obj(depth + 1)
@@ -259,8 +272,75 @@ class JsoncParser:
         if self.s[self.i] == "'":
             self.fail("strings need double quotes, not single quotes")
         if word:
+            # Shown only when it is a miswritten literal: it may be a password without quotes.
+            shown = f" {word!r}" if word.lower() in ("true", "false", "null") else ""
             self.fail(
-                f"unexpected word {word!r}: text needs double quotes; "
+                f"unexpected word{shown}: text needs double quotes; "
                 "literals are true, false and null (lowercase)"
             )
         self.fail(f"unexpected character {self.s[self.i]!r}: expected a value")
+
+
+# --------------------------------------------------------------------------------------------
+# For other readers of a settings file
+
+
+def parse_document(text: str) -> Node:
+    """The root object of a settings text (a leading BOM ignored, as synch.config does).
+    Raises ValueError naming the line and column of a syntax error."""
+    parser = JsoncParser(text.removeprefix("\ufeff"))
+    try:
+        return parser.document()
+    except JsonSyntaxError as err:
+        line, col = parser.line_col(err.pos)
+        raise ValueError(f"line {line}:{col}: invalid JSON: {err.message}") from None
+
+
+def loads(text: str) -> object:
+    """The plain Python value of a settings text, read as synch reads it (comments, trailing
+    commas, invalid escapes kept as written). Keys keep their spelling; of the same key twice
+    the last wins (synch refuses such a file anyway). Raises ValueError."""
+    return plain(parse_document(text))
+
+
+def plain(node: Node) -> object:
+    if node.kind == "object":
+        return {m.name: plain(m.node) for m in node.members}
+    if node.kind == "array":
+        return [plain(e) for e in node.elements]
+    return node.scalar
+
+
+def set_member(text: str, section: str, key: str, value: str) -> str:
+    """`text` with `section`.`key` set to the string `value`: names match case-insensitively,
+    a missing section or key is added, and everything else (comments, layout, the spelling of
+    every other value) stays exactly as written. Raises ValueError if the text is not a
+    settings object or the section is not an object."""
+    body = text.removeprefix("\ufeff")
+    root = parse_document(body)
+    encoded = json.dumps(value)
+    found = _member(root, section)
+    if found is None:
+        return _insert(body, root, f"{json.dumps(section)}: {{{json.dumps(key)}: {encoded}}}")
+    if found.kind == "null":
+        return _replace(body, found, f"{{{json.dumps(key)}: {encoded}}}")
+    if found.kind != "object":
+        raise ValueError(f"{section} is not an object {{...}}")
+    current = _member(found, key)
+    if current is None:
+        return _insert(body, found, f"{json.dumps(key)}: {encoded}")
+    return _replace(body, current, encoded)
+
+
+def _member(obj: Node, name: str) -> Node | None:
+    return next((m.node for m in obj.members if m.name.lower() == name.lower()), None)
+
+
+def _insert(text: str, obj: Node, member: str) -> str:
+    """`member` as the first member of the object `obj` (right after its '{')."""
+    at = obj.start + 1
+    return text[:at] + " " + member + (", " if obj.members else " ") + text[at:]
+
+
+def _replace(text: str, node: Node, value: str) -> str:
+    return text[: node.start] + value + text[node.end :]

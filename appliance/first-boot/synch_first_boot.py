@@ -13,19 +13,26 @@ Runs once (synch-first-boot.service disables itself afterwards) and:
   synch refuses unknown keys in its own settings);
 * generates the SSH host keys.
 
+Each step runs whatever happened to the one before: a step that fails is logged and the next
+ones are still done (a card must never boot without its SSH host keys because of a typo in
+synch.json), and the script then exits non-zero so that the next boot tries again.
+
 Everything it does is logged to stdout (the journal) and /var/log/synch-first-boot.log.
-Standard library only: it runs with the system python3, before anything else is set up.
+It runs with the system python3 and reads settings with synch's own parser (synch.jsonc), from
+the virtualenv of the `--synch` command (/opt/synch): a file `synch check-config` accepts is
+accepted here, read the same way, and edited without losing its comments.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import json
+import importlib
 import os
 import re
 import secrets
 import shutil
+import site
 import socket
 import subprocess
 import sys
@@ -33,11 +40,15 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TypeVar
+
+T = TypeVar("T")
 
 SITE_SETTINGS = "synch.json"
 HOSTNAME_FILE = "hostname"
 SECRET_PLACEHOLDER = "SYNCH_FIRST_BOOT_SECRET"
+INSTALLED_HEADER = "// Installed by synch-first-boot"
 SERVICE_USER = "asterisk"
 HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 MANAGER_SECRET_RE = re.compile(r"^(\s*secret\s*=>?\s*)(\S*)(.*)$")
@@ -69,64 +80,62 @@ class Paths:
 
 
 class Log:
-    """One line per action, to stdout (the journal) and to the log file."""
+    """One line per action, to stdout (the journal) and to the log file. A log file that
+    cannot be written never stops the boot: the journal still has every line."""
 
     def __init__(self, path: Path):
         self.path = path
+        self.file_ok = True
 
     def __call__(self, message: str) -> None:
         print(message, flush=True)
+        if not self.file_ok:
+            return
         stamp = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(f"{stamp} {message}\n")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(f"{stamp} {message}\n")
+        except OSError as err:
+            self.file_ok = False
+            print(f"warning: cannot write {self.path}: {err}", flush=True)
 
 
-# --- JSON with comments -------------------------------------------------------------------
+# --- settings, read by synch's own parser ------------------------------------------------
 
 
-def strip_json_comments(text: str) -> str:
-    """Remove // and /* */ comments outside strings (line breaks kept for error positions)."""
-    out: list[str] = []
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c == '"':
-            j = i + 1
-            while j < n and text[j] != '"':
-                j += 2 if text[j] == "\\" else 1
-            out.append(text[i : j + 1])
-            i = j + 1
-        elif text.startswith("//", i):
-            j = text.find("\n", i)
-            i = n if j < 0 else j
-        elif text.startswith("/*", i):
-            j = text.find("*/", i + 2)
-            end = n if j < 0 else j + 2
-            out.append("\n" * text.count("\n", i, end))
-            i = end
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
+def use_synch_of(command: str) -> None:
+    """Make the synch of `command` importable: its virtualenv's site-packages (the image's
+    /opt/synch was made by this same python3, so the version matches). A python that already
+    imports synch (a test's virtualenv) finds it anyway."""
+    venv = Path(command).resolve().parent.parent
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    packages = venv / "lib" / version / "site-packages"
+    if packages.is_dir():
+        site.addsitedir(str(packages))
 
 
-def _key(obj: dict[str, Any], name: str) -> str:
-    """The spelling of `name` used in obj (keys are case-insensitive), or `name` itself."""
-    return next((k for k in obj if k.lower() == name), name)
+def jsonc() -> ModuleType:
+    """synch.jsonc: the parser `synch check-config` uses (ImportError if synch is missing)."""
+    return importlib.import_module("synch.jsonc")
+
+
+def read_text(path: Path) -> str:
+    """A text file as synch reads its settings: UTF-8, a leading BOM dropped."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start})") from None
 
 
 def with_ami_password(text: str, password: str, origin: str) -> str:
-    """The settings text with amilocal.password set; comments are not kept."""
-    doc = json.loads(strip_json_comments(text))
-    if not isinstance(doc, dict):
-        raise ValueError("the settings are not a JSON object")
-    section = doc.setdefault(_key(doc, "amilocal"), {})
-    if not isinstance(section, dict):
-        raise ValueError("amilocal is not an object")
-    section[_key(section, "password")] = password
-    header = f"// Installed by synch-first-boot from {origin}; amilocal.password generated.\n"
-    return header + json.dumps(doc, indent=2) + "\n"
+    """The settings text with amilocal.password set, read and edited by synch's own parser:
+    everything else, comments included, stays as written. Raises ValueError."""
+    edited: str = jsonc().set_member(text, "amilocal", "password", password)
+    if edited.startswith(INSTALLED_HEADER):
+        return edited
+    return f"{INSTALLED_HEADER} from {origin}; amilocal.password generated.\n{edited}"
 
 
 # --- files --------------------------------------------------------------------------------
@@ -181,11 +190,10 @@ def ami_secret(paths: Paths, log: Log) -> str | None:
 
     Already replaced (a second run): the secret in place is returned unchanged.
     """
-    try:
-        lines = paths.manager_conf.read_text(encoding="utf-8").splitlines(keepends=True)
-    except FileNotFoundError:
+    if not paths.manager_conf.exists():
         log(f"warning: {paths.manager_conf} missing: no branch AMI secret generated")
         return None
+    lines = read_text(paths.manager_conf).splitlines(keepends=True)
     section, found = "", None
     for n, line in enumerate(lines):
         stripped = line.strip()
@@ -229,14 +237,13 @@ def check_config(paths: Paths, path: Path) -> tuple[bool, str]:
     return proc.returncode == 0, output
 
 
-def reject(site: Path, errors: str, log: Log) -> None:
+def reject(site: Path, errors: str, log: Log, why: str = "synch check-config refused it") -> None:
     """Keep the refused file aside with its problems next to it; apply nothing of it."""
     rejected = site.with_name(site.name + ".rejected")
     report = site.with_name(site.name + ".errors.txt")
     report.write_text(
-        f"{site.name} was NOT applied: synch check-config refused it.\n"
-        f"Fix it, rename it back to {site.name} and boot again "
-        f"(or copy it to /etc/synch/appsettings.json).\n\n{errors}",
+        f"{site.name} was NOT applied: {why}.\n"
+        f"Fix it, rename it back to {site.name} and boot again.\n\n{errors}",
         encoding="utf-8",
     )
     os.replace(site, rejected)
@@ -251,18 +258,16 @@ def install_site_settings(paths: Paths, secret: str | None, log: Log) -> None:
     if not site.exists():
         log(f"no {site}: keeping {paths.settings}")
         return
-    text = site.read_text(encoding="utf-8-sig")
     ok, output = check_config(paths, site)
     if not ok:
         reject(site, output, log)
         return
-    final = text
-    if secret is not None:
-        try:
-            final = with_ami_password(text, secret, str(site))
-        except ValueError as err:  # json.JSONDecodeError is a ValueError
-            reject(site, f"could not set amilocal.password: {err}\n", log)
-            return
+    try:
+        text = read_text(site)
+        final = text if secret is None else with_ami_password(text, secret, str(site))
+    except (ValueError, ImportError) as err:
+        reject(site, f"{err}\n", log, why="it could not be read as synch settings")
+        return
     staged = paths.settings.with_name(".appsettings.staged.json")
     write_atomic(staged, final, 0o600, None)
     try:
@@ -281,16 +286,10 @@ def install_site_settings(paths: Paths, secret: str | None, log: Log) -> None:
 
 def default_settings_secret(paths: Paths, secret: str, log: Log) -> None:
     """Give the shipped default settings the branch AMI secret too."""
-    try:
-        text = paths.settings.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not paths.settings.exists():
         log(f"warning: {paths.settings} missing")
         return
-    try:
-        final = with_ami_password(text, secret, str(paths.settings))
-    except ValueError as err:
-        log(f"warning: {paths.settings}: amilocal.password not set: {err}")
-        return
+    final = with_ami_password(read_text(paths.settings), secret, str(paths.settings))
     write_atomic(paths.settings, final, 0o600, service_ids(paths.root))
     log(f"set amilocal.password in {paths.settings}")
 
@@ -299,9 +298,14 @@ def set_hostname(paths: Paths, log: Log, apply: Callable[[str], None]) -> None:
     source = paths.boot / HOSTNAME_FILE
     if not source.exists():
         return
-    name = source.read_text(encoding="utf-8-sig").strip().lower()
+    try:
+        name = read_text(source).strip().lower()
+    except ValueError as err:
+        reject(source, f"{err}\n", log, why="it is not a host name")
+        return
     if not HOSTNAME_RE.match(name):
-        reject(source, f"{name!r} is not a hostname (letters, digits, '-', 1-63 chars)\n", log)
+        problem = f"{name!r} is not a hostname (letters, digits, '-', 1-63 chars)\n"
+        reject(source, problem, log, why="it is not a host name")
         return
     write_atomic(paths.root / "etc/hostname", name + "\n", 0o644, None)
     hosts = paths.root / "etc/hosts"
@@ -319,19 +323,45 @@ def ssh_host_keys(paths: Paths, log: Log) -> None:
         log("no ssh: no host keys generated")
         return
     args = [keygen, "-A"] if paths.live else [keygen, "-A", "-f", str(paths.root)]
-    subprocess.run(args, check=True, capture_output=True)
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"ssh-keygen -A exited {done.returncode}: {done.stderr.strip()}")
     log("generated SSH host keys")
+
+
+class Steps:
+    """Runs each step whatever happened before: a failure is logged, and remembered."""
+
+    def __init__(self, log: Log):
+        self.log = log
+        self.failed: list[str] = []
+
+    def __call__(self, name: str, action: Callable[[], T]) -> T | None:
+        try:
+            return action()
+        except Exception as err:  # the next steps must run, whatever this was
+            self.failed.append(name)
+            self.log(f"error: {name} failed: {type(err).__name__}: {err}")
+            return None
 
 
 def run(paths: Paths, apply_hostname: Callable[[str], None]) -> int:
     log = Log(paths.log_file)
     log(f"first boot: boot partition {paths.boot}")
-    secret = ami_secret(paths, log)
+    step = Steps(log)
+    step("finding synch", lambda: use_synch_of(paths.synch))
+    secret = step(f"branch AMI secret ({paths.manager_conf})", lambda: ami_secret(paths, log))
     if secret is not None:
-        default_settings_secret(paths, secret, log)
-    install_site_settings(paths, secret, log)
-    set_hostname(paths, log, apply_hostname)
-    ssh_host_keys(paths, log)
+        step(
+            f"amilocal.password in {paths.settings}",
+            lambda: default_settings_secret(paths, secret, log),
+        )
+    step(f"site settings ({SITE_SETTINGS})", lambda: install_site_settings(paths, secret, log))
+    step("hostname", lambda: set_hostname(paths, log, apply_hostname))
+    step("SSH host keys", lambda: ssh_host_keys(paths, log))
+    if step.failed:
+        log(f"first boot done, with errors in: {'; '.join(step.failed)} (retried at next boot)")
+        return 1
     log("first boot done")
     return 0
 

@@ -2,7 +2,9 @@
 
 FreePBX's own `from-internal` needs its macros, AGI scripts and AstDB, none of which exist on
 a plain branch Asterisk. This writes a small, readable dialplan instead: one context for every
-`context=` the synced accounts use, holding, in this order,
+`context=` the synced accounts use that `dialplan.contexts` lists (Asterisk merges sections of
+the same name, so a context the branch uses otherwise, such as the trunk's inbound one, is
+never written: its accounts are left out with a warning), holding, in this order,
 
 1. the emergency numbers, as explicit extensions (Asterisk always prefers an explicit
    extension to any pattern of the same context, so no `_X.` of a route or of the operator can
@@ -18,9 +20,10 @@ a plain branch Asterisk. This writes a small, readable dialplan instead: one con
    an included context it loses to every extension of the context itself, the operator's too.
 
 Every name and number comes from the settings (validated by synch.config) or from the central
-(checked here: see synch.dialplan.names). An unsafe context or mailbox refuses the whole file
-(DialplanError); an account whose name is not a number is left out with a warning (it can
-still call, nobody can dial it).
+(checked here: see synch.dialplan.names). What the phone dialled reaches an application only
+through FILTER() (dialled()): extensions are written as literals, patterns pass it filtered.
+An unsafe context or mailbox refuses the whole file (DialplanError); an account whose name is
+not a number is left out with a warning (it can still call, nobody can dial it).
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ VOICEMAIL = "synch-voicemail"
 UNKNOWN = "synch-unknown"
 # What reaches synch-unknown: any dialled string of digits, '*', '#', '+' (1 character or more).
 UNKNOWN_PATTERNS = ("_[0-9*#+]", "_[0-9*#+].")
+# The characters of a number that may reach an application. A pattern's `.` matches anything,
+# so a phone can dial `0044&PJSIP/00900...`: unfiltered, `&` adds a Dial() leg, `,` and `)`
+# end an argument (AST-2010-002).
+DIALLED_CHARS = "0-9*#+"
 
 
 class DialplanError(ValueError):
@@ -136,6 +143,7 @@ def generate(
     emergency = list(settings.emergency)
     users: dict[str, Account] = {}
     contexts: list[str] = []
+    foreign: dict[str, list[str]] = {}  # context not in settings.contexts → its extensions
     for acc in accounts:
         if not names.EXTENSION.fullmatch(acc.name):
             # Not an extension (a trunk picked up by the filter, say): giving its context a
@@ -148,12 +156,16 @@ def generate(
         if not acc.context:
             warnings.append(f"extension {acc.name}: no context=, so it gets no dialplan")
             continue
+        if acc.context not in settings.contexts:
+            foreign.setdefault(acc.context, []).append(acc.name)
+            continue
         if acc.context not in contexts:
             contexts.append(acc.context)
         if acc.name in emergency or acc.name == settings.voicemailaccess:
             warnings.append(f"extension {acc.name} is also a service number; the service wins")
         else:
             users.setdefault(acc.name, acc)
+    warnings += [_foreign_warning(c, exts, settings.contexts) for c, exts in foreign.items()]
     boxes = {name: _usable_mailbox(acc, mailboxes, warnings) for name, acc in users.items()}
     others = sorted(
         (
@@ -172,6 +184,18 @@ def generate(
         out += _context(context, settings, mode, users, boxes, others)
     out += _subroutines(settings, mode, boxes)
     return Dialplan("\n".join(out) + "\n", tuple(contexts), warnings)
+
+
+def _foreign_warning(context: str, extensions: list[str], allowed: Collection[str]) -> str:
+    # Left out, not refused: the name is valid (FreePBX has per-extension contexts), and
+    # refusing would stop every other account's sync over one extension's setting.
+    which = ", ".join(sorted(extensions, key=_numeric))
+    return (
+        f"extension(s) {which}: context={context} is not in dialplan.contexts "
+        f"({', '.join(allowed)}), so they get no dialplan and [{context}] is not written "
+        "(on the branch that name may belong to something else, such as the trunk's inbound "
+        "context); add it to dialplan.contexts if it is a context of phones"
+    )
 
 
 def _numeric(ext: str) -> tuple[int, str]:
@@ -234,7 +258,7 @@ def _context(
     others: list[str],
 ) -> list[str]:
     out = ["", f"[{context}]", "; emergency: explicit numbers, matched before any pattern"]
-    out += [f"exten => {n},1,Goto({EMERGENCY},${{EXTEN}},1)" for n in settings.emergency]
+    out += [f"exten => {n},1,Goto({EMERGENCY},{n},1)" for n in settings.emergency]
     # Every synced phone from every context: on the central they all reach each other.
     if users:
         out.append("; phones registered at this branch")
@@ -242,7 +266,7 @@ def _context(
         out.append(f"exten => {name},1,Gosub({USER},s,1({_TECH[mode]}/{name},{boxes[name]}))")
     if others:
         out.append("; extensions that live on the central only")
-        out += [f"exten => {n},1,Goto({CENTRAL},${{EXTEN}},1)" for n in others]
+        out += [f"exten => {n},1,Goto({CENTRAL},{n},1)" for n in others]
     if settings.voicemailaccess and any(boxes.values()):
         out.append("; voicemail: the calling phone's own mailbox")
         out.append(
@@ -253,7 +277,7 @@ def _context(
         for route in settings.outbound:
             prefix, _, pattern = route.rpartition("|")
             exten = _join(prefix, pattern)
-            number = f"${{EXTEN:{len(prefix)}}}" if prefix else "${EXTEN}"
+            number = dialled(f"${{EXTEN:{len(prefix)}}}" if prefix else "${EXTEN}")
             out.append(f"exten => {exten},1,Gosub({OUTBOUND},s,1({number}))")
     out.append(f"include => {UNKNOWN}")
     return out
@@ -262,6 +286,13 @@ def _context(
 # The calling endpoint's name: not its caller ID, which the phone chooses.
 _CALLER = {"pjsip": "CHANNEL(endpoint)", "sip": "CHANNEL(peername)"}
 _TECH = {"pjsip": "PJSIP", "sip": "SIP"}
+
+
+def dialled(expression: str) -> str:
+    """`${EXTEN}` → `${FILTER(0-9*#+,${EXTEN})}`: a dialled number as an application may see it.
+    FILTER takes everything after its first comma as the string, so `,` and `)` in the number
+    are filtered out too."""
+    return f"${{FILTER({DIALLED_CHARS},{expression})}}"
 
 
 def _join(prefix: str, pattern: str) -> str:
@@ -301,8 +332,8 @@ def _subroutines(settings: DialplanSettings, mode: str, boxes: dict[str, str]) -
         " same => n,Hangup()",
         "",
         f"[{OUTBOUND}]",
-        "; ARG1: the number for the trunk",
-        f"exten => s,1,Dial({_trunk_dial(settings, mode, '${ARG1}')})",
+        "; ARG1: the number for the trunk (filtered by the caller, and here again)",
+        f"exten => s,1,Dial({_trunk_dial(settings, mode, dialled('${ARG1}'))})",
         ' same => n,GotoIf($["${DIALSTATUS}" = "BUSY"]?busy)',
         " same => n,Congestion()",
         " same => n(busy),Busy(10)",
@@ -312,7 +343,8 @@ def _subroutines(settings: DialplanSettings, mode: str, boxes: dict[str, str]) -
     ]
     for pattern in UNKNOWN_PATTERNS:
         if settings.centralfallback:
-            fallback = _trunk_dial(settings, mode, f"{settings.centralfallback}${{EXTEN}}")
+            number = settings.centralfallback + dialled("${EXTEN}")
+            fallback = _trunk_dial(settings, mode, number)
             out += [f"exten => {pattern},1,Dial({fallback})", " same => n,Answer()"]
         else:
             out.append(f"exten => {pattern},1,Answer()")

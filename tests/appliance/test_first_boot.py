@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import stat
 import subprocess
@@ -12,6 +11,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from synch.jsonc import loads
 
 TOP = Path(__file__).resolve().parents[2]
 SCRIPT = TOP / "appliance/first-boot/synch_first_boot.py"
@@ -87,8 +88,7 @@ def manager_secret(root: Path) -> str:
 
 
 def settings(root: Path) -> dict[str, object]:
-    text = (root / "etc/synch/appsettings.json").read_text()
-    doc = json.loads(fb.strip_json_comments(text))
+    doc = loads((root / "etc/synch/appsettings.json").read_text())
     assert isinstance(doc, dict)
     return doc
 
@@ -183,17 +183,23 @@ def test_ssh_host_keys_generated(tree: Path) -> None:
     assert (tree / "etc/ssh/ssh_host_ed25519_key").exists()
 
 
-def test_strip_json_comments_keeps_strings() -> None:
-    text = '{"a": "x//y /* z */", // c\n "b": 1 /* d\n e */}'
-    assert json.loads(fb.strip_json_comments(text)) == {"a": "x//y /* z */", "b": 1}
-    assert fb.strip_json_comments('"q\\"//"') == '"q\\"//"'
-
-
 def test_with_ami_password_is_case_insensitive() -> None:
     text = fb.with_ami_password('{"AmiLocal": {"PASSWORD": "old"}}', "new", "t")
-    assert json.loads(fb.strip_json_comments(text)) == {"AmiLocal": {"PASSWORD": "new"}}
+    assert loads(text) == {"AmiLocal": {"PASSWORD": "new"}}
     with pytest.raises(ValueError):
         fb.with_ami_password("[1]", "new", "t")
+    with pytest.raises(ValueError, match="amilocal is not an object"):
+        fb.with_ami_password('{"amilocal": "x"}', "new", "t")
+
+
+def test_with_ami_password_keeps_everything_else_as_written() -> None:
+    text = '{ // site\n "a": "x//y /* z */", "r": "^10\\.1", /* c */ "amilocal": {},\n}\n'
+    once = fb.with_ami_password(text, "s1", "t")
+    assert once.endswith('{ // site\n "a": "x//y /* z */", "r": "^10\\.1", /* c */ '
+                         '"amilocal": { "password": "s1" },\n}\n')
+    twice = fb.with_ami_password(once, "s2", "t")
+    assert twice.count(fb.INSTALLED_HEADER) == 1  # a retried boot adds no second header
+    assert loads(twice) == {"a": "x//y /* z */", "r": "^10\\.1", "amilocal": {"password": "s2"}}
 
 
 def test_real_check_config_refuses_unknown_key(tree: Path) -> None:

@@ -42,13 +42,14 @@ pytestmark = [pytest.mark.asterisk, pytest.mark.netns, pytest.mark.slow]
 RING_SECONDS = 2  # dialplan.ringtimeout: short, the unanswered call waits for it
 OUTBOUND = "_0XXXXXXXXX"
 FALLBACK = "+4930555"  # dialplan.centralfallback: the central's DID range via the PSTN
+CONTEXT = f"from-internal-{BRANCH_SITE.lower()}"  # the synced phones' context
 DIALPLAN = {
     "outbound": [OUTBOUND],
     "emergency": ["112", "911"],
     "ringtimeout": RING_SECONDS,
     "centralfallback": FALLBACK,
+    "contexts": [CONTEXT],
 }
-CONTEXT = f"from-internal-{BRANCH_SITE.lower()}"  # the synced phones' context
 SIP_PORT = 5060
 CALLER, CALLEE, SILENT = PHONE_EXTS  # 2001 calls; 2002 answers; 2003 rings unanswered
 CENTRAL_ONLY = HEADOFFICE_EXTS[0]  # an extension only the central has

@@ -86,6 +86,7 @@ class Site:
                 "outbound": OUTBOUND,
                 "emergency": EMERGENCY,
                 "ringtimeout": RING_SECONDS,
+                "contexts": [CONTEXT],
                 **dialplan,
             },
         }

@@ -146,7 +146,12 @@ def test_dialplan_files_sync_with_the_accounts_and_load_on_the_branch(
     branch.write_config("extensions.conf", "#tryinclude extensions_synch.conf\n")
     branch.write_config("voicemail.conf", "[general]\n#tryinclude voicemail_synch.conf\n")
     config = settings_for(central, branch, branch.config_dir)
-    config["dialplan"] = {"enabled": True, "trunk": "pstn-gw", "outbound": ["_0XXXXXXXXX"]}
+    config["dialplan"] = {
+        "enabled": True,
+        "trunk": "pstn-gw",
+        "outbound": ["_0XXXXXXXXX"],
+        "contexts": ["from-internal-headoffice"],
+    }
     synch = Synch(config, tmp_path)
 
     dry = ok(synch("sync", "--dry-run"))

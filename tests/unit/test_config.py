@@ -710,3 +710,72 @@ def test_wrong_values_for_known_keys_raise_only_config_error(data: st.DataObject
     else:
         assert 1 <= s.dnsservice.port <= 65535
         assert s.dnsservice.forwarders
+
+
+# ---------------------------------------------------------------- control characters, secrets
+
+TEXT_KEYS = [
+    ("loglevel", "default"),
+    ("amiremote", "hostname"),
+    ("amiremote", "username"),
+    ("amiremote", "password"),
+    ("amiremote", "cafile"),
+    ("amilocal", "password"),
+    ("syncmanager", "remotefilename"),
+    ("syncmanager", "filterkey"),
+    ("syncmanager", "localconfigspath"),
+    ("syncmanager", "localfilename"),
+    ("syncmanager", "mode"),
+    ("dnsservice", "domain"),
+    ("dnsservice", "record"),
+    ("dnsservice", "targetnormal"),
+    ("dnsservice", "forwarder"),
+    ("dnsservice", "defaultstate"),
+    ("servicecontrol", "token"),
+    ("servicecontrol", "admintoken"),
+    ("servicecontrol", "listenaddress"),
+    ("metrics", "listenaddress"),
+    ("dialplan", "trunk"),
+    ("dialplan", "centralfallback"),
+    ("dialplan", "voicemailaccess"),
+]
+
+
+@pytest.mark.parametrize(("section", "key"), TEXT_KEYS)
+def test_control_characters_are_refused_in_every_text_key(section: str, key: str) -> None:
+    problems = problem(**{section: {key: "Zq9\r\nXv7"}})
+    message = problems[f"{section}.{key}"]
+    assert message.startswith("must not contain control characters"), message
+    assert "Zq9" not in message and "Xv7" not in message
+
+
+@pytest.mark.parametrize("key", ["outbound", "emergency", "contexts"])
+def test_control_characters_are_refused_in_list_elements(key: str) -> None:
+    problems = problem(dialplan={key: ["112\n"]})
+    assert problems[f"dialplan.{key}[0]"].startswith("must not contain control characters")
+
+
+def test_secrets_are_named_never_shown() -> None:
+    for value in ("pa55\tword", 4711.5, "pa55\u0000word"):
+        for section, key in (("amiremote", "password"), ("servicecontrol", "token")):
+            text = problem(**{section: {key: value}})[f"{section}.{key}"]
+            assert "pa55" not in text and "4711" not in text, text
+    # A non-secret says which character it found.
+    assert "U+0009" in problem(amiremote={"username": "a\tb"})["amiremote.username"]
+    assert "U+0009" not in problem(amiremote={"password": "a\tb"})["amiremote.password"]
+
+
+def test_an_invalid_escape_in_a_secret_is_warned_about_without_its_characters() -> None:
+    text = config_text().replace('"central-secret"', r'"cen\qtral"')
+    s = parse_settings(text)
+    assert s.amiremote.password == r"cen\qtral"
+    (warning,) = s.warnings
+    assert warning.startswith("amiremote.password: invalid JSON escape")
+    assert "\\q" not in warning and "cen" not in warning
+
+
+def test_a_syntax_error_never_quotes_an_unquoted_word() -> None:
+    text = config_text().replace('"central-secret"', "Hunter2secret")
+    ((_, message),) = problems_of(text).items()
+    assert "Hunter2" not in message and "unexpected word" in message
+    assert "'True'" in next(iter(problems_of(config_text().replace('"token1"', "True")).values()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -30,7 +31,15 @@ from synch.dialplan.sync import (
 from synch.sync.model import Category, ConfigFile, parse_conf_text
 from tests.lab.samples import ORIGINAL_README_SIP_ADDITIONAL, freepbx_pjsip
 
-ON = DialplanSettings(enabled=True, trunk="pstn-gw", outbound=("_0XXXXXXXXX", "9|_00X."))
+TOP = Path(__file__).resolve().parents[2]
+# The contexts of the sample accounts below (tests/lab/samples.py and endpoint()).
+SAMPLE_CONTEXTS = ("from-internal-headoffice", "from-internal-devops", "from-internal-a", "ctx")
+ON = DialplanSettings(
+    enabled=True,
+    trunk="pstn-gw",
+    outbound=("_0XXXXXXXXX", "9|_00X."),
+    contexts=SAMPLE_CONTEXTS,
+)
 
 
 def pjsip(sites: dict[str, list[int]]) -> ConfigFile:
@@ -84,8 +93,7 @@ def test_sip_mode_uses_chan_sip_names_and_mailbox_key() -> None:
     assert "exten => 1002,1,Gosub(synch-user,s,1(SIP/1002,))" in head  # no such mailbox
     assert " same => n,Dial(SIP/pstn-gw/112)" in sections["synch-emergency"]
     assert "exten => *97,1,Goto(synch-voicemail,${CHANNEL(peername)},1)" in head
-    assert " same => n,Dial(SIP/pstn-gw/${ARG1})" not in sections["synch-outbound"]
-    assert "exten => s,1,Dial(SIP/pstn-gw/${ARG1})" in sections["synch-outbound"]
+    assert "exten => s,1,Dial(SIP/pstn-gw/${FILTER(0-9*#+,${ARG1})})" in sections["synch-outbound"]
     # The README's trunks (Dev_Trunk, Prod_Trunk) are no extensions: no context of theirs.
     assert not any(name.startswith("from-trunk") for name in sections)
     assert any("Dev_Trunk" in w for w in plan.warnings)
@@ -101,7 +109,7 @@ def test_every_synced_context_gets_the_emergency_numbers_before_any_pattern() ->
         # everything in the context itself.
         assert "_X." not in exts and not any(e.startswith("_[") for e in exts)
         assert sections[name][-1] == "include => synch-unknown"
-        assert "exten => 112,1,Goto(synch-emergency,${EXTEN},1)" in sections[name]
+        assert "exten => 112,1,Goto(synch-emergency,112,1)" in sections[name]
     emergency = sections["synch-emergency"]
     assert extensions(emergency) == ["112", "911", "999", "000"]
     assert " same => n,Dial(PJSIP/112@pstn-gw)" in emergency
@@ -119,13 +127,14 @@ def test_phones_of_every_context_reach_each_other() -> None:
 def test_outbound_routes_and_prefix_stripping() -> None:
     plan = generate(pjsip({"HeadOffice": [1001]}), ON, "pjsip", header="h")
     ctx = contexts(plan.text)["from-internal-headoffice"]
-    assert "exten => _0XXXXXXXXX,1,Gosub(synch-outbound,s,1(${EXTEN}))" in ctx
-    assert "exten => _900X.,1,Gosub(synch-outbound,s,1(${EXTEN:1}))" in ctx
-    assert "exten => s,1,Dial(PJSIP/${ARG1}@pstn-gw)" in contexts(plan.text)["synch-outbound"]
+    assert "exten => _0XXXXXXXXX,1,Gosub(synch-outbound,s,1(${FILTER(0-9*#+,${EXTEN})}))" in ctx
+    assert "exten => _900X.,1,Gosub(synch-outbound,s,1(${FILTER(0-9*#+,${EXTEN:1})}))" in ctx
+    outbound = contexts(plan.text)["synch-outbound"]
+    assert "exten => s,1,Dial(PJSIP/${FILTER(0-9*#+,${ARG1})}@pstn-gw)" in outbound
 
 
 def test_no_outbound_routes_means_emergency_only() -> None:
-    settings = DialplanSettings(enabled=True, trunk="gw")
+    settings = DialplanSettings(enabled=True, trunk="gw", contexts=SAMPLE_CONTEXTS)
     ctx = contexts(generate(pjsip({"A": [1001]}), settings, "pjsip", header="h").text)
     assert not any("synch-outbound" in line for line in ctx["from-internal-a"])
     assert extensions(ctx["synch-emergency"]) == list(settings.emergency)
@@ -137,7 +146,7 @@ def test_central_only_extensions_get_the_announcement_or_the_fallback() -> None:
     synced = pjsip({"HeadOffice": [1001]})
     plan = generate(synced, ON, "pjsip", header="h", central=central)
     ctx = contexts(plan.text)
-    assert "exten => 2001,1,Goto(synch-central,${EXTEN},1)" in ctx["from-internal-headoffice"]
+    assert "exten => 2001,1,Goto(synch-central,2001,1)" in ctx["from-internal-headoffice"]
     assert "1001,1,Goto(synch-central" not in plan.text
     assert " same => n,Playback(all-circuits-busy-now)" in ctx["synch-central"]
     with_fallback = generate(
@@ -148,7 +157,7 @@ def test_central_only_extensions_get_the_announcement_or_the_fallback() -> None:
         central=central,
     )
     central_ctx = contexts(with_fallback.text)["synch-central"]
-    assert "exten => _[0-9*#+].,1,Dial(PJSIP/+4930555${EXTEN}@gw)" in central_ctx
+    assert "exten => _[0-9*#+].,1,Dial(PJSIP/+4930555${FILTER(0-9*#+,${EXTEN})}@gw)" in central_ctx
     # If the fallback fails too, the caller still hears why.
     assert " same => n,Playback(all-circuits-busy-now)" in central_ctx
 
@@ -184,7 +193,7 @@ def test_extension_equal_to_an_emergency_number_is_not_dialled_locally() -> None
     plan = generate(synced, ON, "pjsip", header="h")
     lines = contexts(plan.text)["ctx"]
     assert extensions(lines).count("112") == 1
-    assert "exten => 112,1,Goto(synch-emergency,${EXTEN},1)" in lines
+    assert "exten => 112,1,Goto(synch-emergency,112,1)" in lines
     assert any("112" in w and "service" in w for w in plan.warnings)
 
 
@@ -242,6 +251,67 @@ def test_output_is_deterministic_and_independent_of_endpoint_order() -> None:
     ]
 
 
+_FILTERED = re.compile(r"\$\{FILTER\(0-9\*#\+,\$\{(?:EXTEN(?::\d+)?|ARG1)\}\)\}")
+
+
+def _unfiltered(text: str) -> list[str]:
+    """Dialplan lines where the dialled number (EXTEN) reaches an application unfiltered."""
+    code = [line.split(";")[0] for line in text.splitlines()]
+    return [line for line in code if "${EXTEN" in _FILTERED.sub("", line)]
+
+
+@pytest.mark.parametrize("mode", ["pjsip", "sip"])
+def test_dialled_numbers_reach_applications_only_filtered(mode: str) -> None:
+    settings = DialplanSettings(
+        enabled=True,
+        trunk="gw",
+        outbound=("_0X.", "9|_00X.", "0|_+X."),
+        centralfallback="+49",
+        contexts=SAMPLE_CONTEXTS,
+    )
+    synced = pjsip({"A": [1001]}) if mode == "pjsip" else parse_conf_text(
+        ORIGINAL_README_SIP_ADDITIONAL
+    )
+    plan = generate(synced, settings, mode, header="h", central={"1001", "2001"})
+    assert _unfiltered(plan.text) == []
+    trunk_dials = [ln for ln in plan.text.splitlines() if "Dial(" in ln and "gw" in ln]
+    assert trunk_dials and all(
+        "${" not in ln or _FILTERED.search(ln) for ln in trunk_dials
+    ), trunk_dials
+
+
+def test_appliance_dialplan_filters_the_dialled_number() -> None:
+    text = (TOP / "appliance/asterisk/extensions.conf").read_text()
+    assert "FILTER(0-9*#+,${EXTEN})" in text
+    assert _unfiltered(text) == []
+
+
+def test_only_listed_contexts_are_written_others_left_out_with_a_warning() -> None:
+    synced = ConfigFile(
+        (
+            endpoint("1001", context="from-internal"),
+            endpoint("1002", context="from-pstn"),
+            endpoint("1003", context="from-pstn"),
+            endpoint("1004", context="From-Internal"),  # Asterisk's names are case-sensitive
+        )
+    )
+    settings = DialplanSettings(enabled=True, trunk="gw", outbound=("_00X.",))
+    plan = generate(synced, settings, "pjsip", header="h", central={"1001", "1002"})
+    sections = contexts(plan.text)
+    assert plan.contexts == ("from-internal",)
+    assert [n for n in sections if not n.startswith("synch-")] == ["from-internal"]
+    # Left out: not dialled as a local phone (1002 is the central's, 1003 unknown).
+    ctx = sections["from-internal"]
+    assert "exten => 1001,1,Gosub(synch-user,s,1(PJSIP/1001,))" in ctx
+    assert "exten => 1002,1,Goto(synch-central,1002,1)" in ctx
+    assert "1003" not in extensions(ctx)
+    warned = [w for w in plan.warnings if "dialplan.contexts" in w]
+    assert len(warned) == 2, plan.warnings
+    assert "1002, 1003" in warned[0] and "context=from-pstn" in warned[0]
+    assert "[from-pstn] is not written" in warned[0]
+    assert "1004" in warned[1] and "From-Internal" in warned[1]
+
+
 def test_header_lines_stay_comments() -> None:
     plan = generate(pjsip({"A": [1001]}), ON, "pjsip", header="one\n[evil]\x00")
     assert plan.text.startswith("; one\n; [evil]?\n")
@@ -292,7 +362,16 @@ def test_dialplan_is_off_by_default_and_defaults_are_documented() -> None:
     assert s.dialplan == DialplanSettings()
     assert not s.dialplan.enabled
     assert s.dialplan.emergency == ("112", "911", "999", "000")
+    assert s.dialplan.contexts == ("from-internal",)
     assert reload_modules(s) == ()
+
+
+def test_dialplan_contexts_setting() -> None:
+    assert settings_with({"contexts": "from-internal-xyz"}).dialplan.contexts == (
+        "from-internal-xyz",
+    )
+    both = settings_with({"Contexts": ["from-internal", "ext-local", "from-internal"]})
+    assert both.dialplan.contexts == ("from-internal", "ext-local")
 
 
 def test_dialplan_settings_are_read_case_insensitively() -> None:
@@ -334,6 +413,13 @@ def test_dialplan_settings_are_read_case_insensitively() -> None:
         ({"trunk": "gw", "centralfallback": "0${X}"}, "dialplan.centralfallback", "prefix"),
         ({"trunk": "gw", "voicemailaccess": "112"}, "dialplan.voicemailaccess", "emergency"),
         ({"trunk": "gw", "emergancy": ["112"]}, "dialplan.emergancy", "unknown key"),
+        ({"contexts": []}, "dialplan.contexts", "at least one"),
+        ({"contexts": ["from pstn"]}, "dialplan.contexts[0]", "context name"),
+        ({"contexts": ["ok", "a][b"]}, "dialplan.contexts[1]", "context name"),
+        ({"contexts": ["a]\n[b"]}, "dialplan.contexts[0]", "control characters"),
+        ({"contexts": ["synch-user"]}, "dialplan.contexts[0]", "synch's own"),
+        ({"contexts": ["General"]}, "dialplan.contexts[0]", "reserved"),
+        ({"contexts": [1]}, "dialplan.contexts[0]", "double quotes"),
     ],
 )
 def test_bad_dialplan_settings_are_named(dialplan: object, key: str, text: str) -> None:
@@ -373,7 +459,7 @@ class StubCentral:
 def enabled_settings() -> Settings:
     return Settings(
         syncmanager=SyncManagerSettings(mode="pjsip", localfilename="pjsip_synch.conf"),
-        dialplan=DialplanSettings(enabled=True, trunk="pstn-gw"),
+        dialplan=DialplanSettings(enabled=True, trunk="pstn-gw", contexts=SAMPLE_CONTEXTS),
     )
 
 
