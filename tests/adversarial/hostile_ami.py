@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import multiprocessing
+import socket
 from collections.abc import Callable, Iterator
 
 from tests.unit.fake_ami import (
@@ -73,8 +74,11 @@ def hostile_central(actions: dict[str, Misbehaviour]) -> Iterator[int]:
     child.start()
     try:
         if not ours.poll(10):
-            raise AssertionError("hostile central did not start")
-        yield int(ours.recv())
+            raise AssertionError(f"hostile central did not start (exit code {child.exitcode})")
+        port = int(ours.recv())
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # it accepts: the daemon will find it there
+        yield port
     finally:
         with contextlib.suppress(OSError):
             ours.send("stop")
