@@ -1,15 +1,14 @@
 """`python -m tests.adversarial.faults FAULT ARGS...`: the real `synch ARGS...` with one fault
 injected, for failures its surroundings cannot cause on demand (a bug in a greenlet, a
-listener that dies while the process lives on)."""
+listener that dies while the process lives on).
 
-from gevent import monkey
+Importing it changes nothing: only running it patches (gevent first, as `synch` itself does).
+"""
 
-monkey.patch_all()
+import sys
+from collections.abc import Callable
 
-import sys  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-
-import gevent  # noqa: E402
+import gevent
 
 INJECTED = "injected fault"
 
@@ -45,6 +44,9 @@ FAULTS: dict[str, Callable[[], None]] = {
 }
 
 if __name__ == "__main__":
+    from gevent import monkey
+
+    monkey.patch_all()
     FAULTS[sys.argv[1]]()
     from synch.cli import main
 
