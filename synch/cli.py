@@ -131,11 +131,11 @@ def _as_owner(settings: Settings) -> int | None:
 
 def _sync_job(settings: Settings) -> "SyncJob":
     from synch.ami import client_for
-    from synch.sync.job import SyncJob
+    from synch.services.syncing import make_sync_job
 
     central = client_for(settings.amiremote, name="central")
     branch = client_for(settings.amilocal, name="branch")
-    return SyncJob(settings, central, branch)
+    return make_sync_job(settings, central, branch)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:

@@ -13,10 +13,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from synch import __version__
+from synch.probe import ProbeResult
 from synch.states import Monitor, Service, SyncState
+from synch.sync.outcome import CYCLE_RESULTS
 
-PROBE_RESULTS = ("success", "failure", "error")
-SYNC_RESULTS = ("applied", "unchanged", "skipped", "guarded", "failed")
 DNS_ANSWERS = ("local", "nodata", "nxdomain", "forwarded", "servfail", "refused", "formerr")
 # Connections closed at accept, by listener: the reasons each listener can give.
 CONNECTION_REJECTS = {
@@ -147,9 +147,9 @@ class Metrics:
         for listener, reasons in CONNECTION_REJECTS.items():
             for reason in reasons:
                 self.connections_rejected.labels(listener=listener, reason=reason)
-        for result in PROBE_RESULTS:
-            self.probes.labels(result=result)
-        for result in SYNC_RESULTS:
+        for probe in ProbeResult:
+            self.probes.labels(result=probe)
+        for result in CYCLE_RESULTS:
             self.sync_runs.labels(result=result)
         for answer in DNS_ANSWERS:
             self.dns_queries.labels(answer=answer)

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Protocol
 
 from synch.states import Monitor, Service, SyncState
+from synch.timestamps import local_stamp
 
 MAX_REQUEST_BYTES = 256  # the original read one 256-byte buffer
 
@@ -84,11 +85,6 @@ def parse_request(raw: bytes) -> Request | None:
     if match is None:
         return None
     return Request(action=match.group(1).decode("ascii"), token=match.group(2))
-
-
-def format_timestamp(moment: datetime) -> str:
-    """The original's `yyyyMMddHHmmss`."""
-    return moment.strftime("%Y%m%d%H%M%S")
 
 
 def json_line(value: object) -> bytes:
@@ -184,7 +180,7 @@ def status_line(snapshot: StatusSnapshot, moment: datetime) -> bytes:
     return json_line(
         [
             {
-                "Timestamp": format_timestamp(moment),
+                "Timestamp": local_stamp(moment),
                 "Monitor": snapshot.monitor.value,
                 "Sync": snapshot.sync.value,
                 "Service": snapshot.service.value,

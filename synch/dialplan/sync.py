@@ -1,9 +1,11 @@
-"""The dialplan and voicemail files that go with a sync: what the sync job calls.
+"""The dialplan and voicemail files that go with a sync: a stage the sync job runs
+(synch.sync.stages).
 
-`build()` fetches the two extra things it needs from the central (its whole account file, to
-know which extensions exist only there, and voicemail.conf for the synced users' mailboxes)
-and renders `extensions_synch.conf` and `voicemail_synch.conf`. The job writes them with the
-accounts file, in the same commit, and reloads RELOAD_MODULES after its own module.
+`DialplanStage.build()` fetches the two extra things it needs from the central (its whole
+account file, to know which extensions exist only there, and voicemail.conf for the synced
+users' mailboxes) and renders `extensions_synch.conf` and `voicemail_synch.conf`. The job
+writes them with the accounts file, in the same commit, and reloads RELOAD_MODULES after its
+own module.
 
 With `dialplan.enabled` false nothing is fetched, no file is produced and nothing is reloaded:
 a site that has not turned it on behaves exactly as before.
@@ -12,7 +14,6 @@ a site that has not turned it on behaves exactly as before.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from synch.ami import AmiReply, AmiResponseError, get_config
@@ -25,6 +26,7 @@ from synch.dialplan.generate import (
 )
 from synch.dialplan.voicemail import VoicemailError, render_mailboxes
 from synch.sync.model import ConfigFile, ConfigParseError, parse_conf_text, parse_getconfig
+from synch.sync.stages import Extras, StageFailed
 
 EXTENSIONS_FILE = "extensions_synch.conf"
 VOICEMAIL_FILE = "voicemail_synch.conf"
@@ -33,50 +35,35 @@ RELOAD_MODULES = ("pbx_config.so", "app_voicemail.so")
 CENTRAL_ENDPOINTS = {"pjsip": "pjsip.endpoint.conf"}  # sip: syncmanager.remotefilename
 CENTRAL_VOICEMAIL = "voicemail.conf"
 
-__all__ = [
-    "FILES",
-    "RELOAD_MODULES",
-    "DialplanError",
-    "Extras",
-    "ExtrasFailed",
-    "build",
-    "change_summary",
-    "extra_files",
-    "reload_modules",
-]
-
-
 class AmiLike(Protocol):
     def action(
         self, action: str, headers: dict[str, str] | None = None, timeout: float | None = None
     ) -> AmiReply: ...
 
 
-class ExtrasFailed(Exception):
-    """The extra files cannot be made; the message is the operator-facing reason. AMI
-    transport errors are not wrapped: the job already reports those as a central problem."""
+class DialplanStage:
+    """The survivable-calling files, when `dialplan.enabled` (else: nothing at all)."""
 
+    files = FILES
 
-@dataclass(frozen=True)
-class Extras:
-    files: dict[str, str]  # filename in localconfigspath → its text
-    warnings: list[str] = field(default_factory=list)
+    def __init__(self, settings: Settings):
+        self.settings = settings
 
+    @property
+    def reload_modules(self) -> tuple[str, ...]:
+        return RELOAD_MODULES if self.settings.dialplan.enabled else ()
 
-def reload_modules(settings: Settings) -> tuple[str, ...]:
-    """The branch modules to reload after the extra files changed ("" when disabled)."""
-    return RELOAD_MODULES if settings.dialplan.enabled else ()
+    def build(self, central: AmiLike, synced: ConfigFile) -> Extras:
+        return build(self.settings, central, synced)
 
-
-def extra_files(settings: Settings, central: AmiLike, synced: ConfigFile) -> dict[str, str]:
-    """filename → text of the files that go with `synced`; {} when dialplan is disabled."""
-    return build(settings, central, synced).files
+    def summary(self, old: Mapping[str, str | None], new: Mapping[str, str]) -> str:
+        return change_summary(old, new)
 
 
 def build(settings: Settings, central: AmiLike, synced: ConfigFile) -> Extras:
     """Fetch what the dialplan needs from the central and render both files.
 
-    Raises ExtrasFailed (unsafe or unreadable central data: refuse the whole sync, as for an
+    Raises StageFailed (unsafe or unreadable central data: refuse the whole sync, as for an
     unsafe account) and lets synch.ami.AmiError through (the central did not answer).
     """
     if not settings.dialplan.enabled:
@@ -105,7 +92,7 @@ def build(settings: Settings, central: AmiLike, synced: ConfigFile) -> Extras:
             mailboxes=mailboxes.found,
         )
     except (DialplanError, VoicemailError) as exc:
-        raise ExtrasFailed(str(exc)) from exc
+        raise StageFailed(str(exc)) from exc
     warnings += mailboxes.warnings + dialplan.warnings
     return Extras({EXTENSIONS_FILE: dialplan.text, VOICEMAIL_FILE: mailboxes.text}, warnings)
 
@@ -120,7 +107,7 @@ def _fetch(central: AmiLike, filename: str, *, missing_ok: bool = False) -> Conf
     try:
         return parse_getconfig(reply.headers, reply.body)
     except ConfigParseError as exc:
-        raise ExtrasFailed(f"central {filename}: {exc}") from exc
+        raise StageFailed(f"central {filename}: {exc}") from exc
 
 
 def _header(host: str, source: str, include_from: str) -> str:

@@ -21,15 +21,14 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from synch.ami import AmiError, AmiReply, core_status, get_config, reload_module
 from synch.config import Settings
-from synch.dialplan import sync as dialplan_sync
 from synch.files import atomic_write, owned_like_parent, read_text
 from synch.gitlog import ConfigHistory, HistoryError
 from synch.sync.filter import (
@@ -45,9 +44,11 @@ from synch.sync.model import (
     parse_conf_text,
     parse_getconfig,
 )
+from synch.sync.outcome import Outcome, SyncResult
 from synch.sync.plan import Change, accounts, commit_subject, diff, guard, unified_diff
 from synch.sync.policy import TRANSPORT_NOTE, policy_problems, without_dropped
 from synch.sync.render import check_safe, render
+from synch.sync.stages import Stage, StageFailed
 
 log = logging.getLogger("synch.sync")
 
@@ -75,17 +76,6 @@ class SyncFailed(Exception):
 
 
 @dataclass
-class Outcome:
-    result: str  # applied | unchanged | skipped | guarded | failed | dry-run
-    reason: str = ""
-    change: Change | None = None
-    commit: str | None = None
-    diff: str = ""
-    accounts: int | None = None
-    warnings: list[str] = field(default_factory=list)
-
-
-@dataclass
 class _Fetched:
     config: ConfigFile
     warnings: list[str]
@@ -98,11 +88,13 @@ class SyncJob:
         central: AmiLike,
         branch: AmiLike,
         *,
+        stages: Sequence[Stage] = (),
         clock: Callable[[], float] = time.monotonic,
     ):
         self.settings = settings
         self.central = central
         self.branch = branch
+        self.stages = tuple(stages)
         sm = settings.syncmanager
         self.mode = sm.mode
         self.selector = Selector(sm.filterkey, sm.filtervalue)
@@ -132,8 +124,8 @@ class SyncJob:
 
     @property
     def owned_files(self) -> tuple[str, ...]:
-        """Every file synch writes in localconfigspath."""
-        return (self.filename, *dialplan_sync.FILES)
+        """Every file synch writes in localconfigspath: the accounts file first."""
+        return (self.filename, *(name for stage in self.stages for name in stage.files))
 
     @property
     def reload_owed(self) -> bool:
@@ -150,27 +142,28 @@ class SyncJob:
             with _gc_paused():
                 outcome = self._run(force=force, dry_run=dry_run, full=full)
         except SyncFailed as exc:
-            outcome = Outcome("failed", str(exc))
+            outcome = Outcome(SyncResult.FAILED, str(exc))
         except AmiError as exc:
-            outcome = Outcome("failed", f"central AMI: {exc}")
+            outcome = Outcome(SyncResult.FAILED, f"central AMI: {exc}")
         except HistoryError as exc:
-            outcome = Outcome("failed", f"git history: {exc}")
+            outcome = Outcome(SyncResult.FAILED, f"git history: {exc}")
         except OSError as exc:
             where = exc.filename or self.directory
-            outcome = Outcome("failed", f"cannot write {where}: {exc.strerror or exc}")
+            outcome = Outcome(SyncResult.FAILED, f"cannot write {where}: {exc.strerror or exc}")
         except Exception as exc:  # a bug must cost one cycle, never the daemon (DNS failover)
             log.exception("sync cycle crashed")
-            outcome = Outcome("failed", f"internal error: {type(exc).__name__}: {exc}")
+            outcome = Outcome(SyncResult.FAILED, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self.history.close()
-        if outcome.result in ("failed", "guarded"):
+        if outcome.result.trouble:
             self._last_mark = None  # look again in full next time
         return outcome
 
     def _paused(self, force: bool, dry_run: bool) -> Outcome | None:
         paused = self.history.paused
         if paused and not (force or dry_run):
-            return Outcome("skipped", f"sync paused: {paused} (`synch resume` to continue)")
+            why = f"sync paused: {paused} (`synch resume` to continue)"
+            return Outcome(SyncResult.SKIPPED, why)
         return None
 
     def _run(self, *, force: bool, dry_run: bool, full: bool) -> Outcome:
@@ -191,7 +184,7 @@ class SyncJob:
             and self._cycles_since_full < every - 1
         ):
             self._cycles_since_full += 1
-            return Outcome("skipped", "central unchanged since the last sync")
+            return Outcome(SyncResult.SKIPPED, "central unchanged since the last sync")
         confirmed = mark if now - self._seen_at >= 1.0 else None
         fetched = self._fetch()
         problems = check_safe(fetched.config) + policy_problems(fetched.config, self.mode)
@@ -216,21 +209,24 @@ class SyncJob:
             if any(old_texts[name] != text for name, text in files.items()):
                 if reason and not force:
                     return Outcome(
-                        "guarded", reason, change=change, accounts=count, warnings=fetched.warnings
+                        SyncResult.GUARDED,
+                        reason,
+                        change=change,
+                        accounts=count,
+                        warnings=fetched.warnings,
                     )
                 subject = commit_subject(change, self.settings.amiremote.hostname, self.mode)
-                extras = dialplan_sync.change_summary(
-                    {n: old_texts[n] for n in files if n != self.filename},
-                    {n: t for n, t in files.items() if n != self.filename},
+                subject += "".join(
+                    f", {words}"
+                    for stage in self.stages
+                    if (words := stage.summary(old_texts, files))
                 )
-                if extras:
-                    subject += f", {extras}"
                 commit = self._apply(files, subject, self._commit_body(bool(reason)))
         if commit is not None or self.reload_owed:
-            self._reload()
+            self.reload()
         self._good(confirmed)
         return Outcome(
-            "applied" if commit is not None else "unchanged",
+            SyncResult.APPLIED if commit is not None else SyncResult.UNCHANGED,
             change=change,
             commit=commit,
             accounts=count,
@@ -238,13 +234,16 @@ class SyncJob:
         )
 
     def _extras(self, fetched: _Fetched) -> dict[str, str]:
-        """The dialplan and voicemail files (none unless `dialplan.enabled`)."""
-        try:
-            extras = dialplan_sync.build(self.settings, self.central, fetched.config)
-        except dialplan_sync.ExtrasFailed as exc:
-            raise SyncFailed(str(exc)) from exc
-        fetched.warnings.extend(extras.warnings)
-        return dict(extras.files)
+        """The stages' files (e.g. the dialplan and voicemail files when enabled)."""
+        files: dict[str, str] = {}
+        for stage in self.stages:
+            try:
+                extras = stage.build(self.central, fetched.config)
+            except StageFailed as exc:
+                raise SyncFailed(str(exc)) from exc
+            fetched.warnings.extend(extras.warnings)
+            files.update(extras.files)
+        return files
 
     def _read_files(self, files: dict[str, str]) -> dict[str, str | None]:
         return {name: read_text(self.directory / name) for name in files}
@@ -253,7 +252,7 @@ class SyncJob:
         old_texts = self._read_files(files)
         change, reason = self._judge(old_texts[self.filename], files[self.filename], fetched.config)
         return Outcome(
-            "dry-run",
+            SyncResult.DRY_RUN,
             reason or "",
             change=change,
             diff="".join(
@@ -342,15 +341,37 @@ class SyncJob:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def apply_files(self, files: dict[str, str], subject: str, body: str) -> str | None:
-        """Write and commit `files` (name → text; the caller holds `lock()`); the commit, or
-        None when they already hold exactly that. The reload is still owed after."""
-        self._recover()
-        self.history.commit_local_edits()
-        old_texts = self._read_files(files)
-        if all(old_texts[name] == text for name, text in files.items()):
-            return None
-        return self._apply(files, subject, body)
+    def files_at(self, rev: str) -> tuple[str, dict[str, str]]:
+        """(the full commit id of `rev`, the files synch owns as they were there), the
+        accounts file first. Raises HistoryError for an unknown revision, SyncFailed when
+        the accounts file did not exist then."""
+        full = self.history.resolve(rev)
+        text = self.history.file_at(full, self.filename)
+        if text is None:
+            raise SyncFailed(f"{self.filename} did not exist at {rev}")
+        files = {self.filename: text}
+        for name in self.owned_files[1:]:  # the stages' files, where `rev` had them
+            extra = self.history.file_at(full, name)
+            if extra is not None:
+                files[name] = extra
+        return full, files
+
+    def restore(self, rev: str, files: dict[str, str], why: str) -> str:
+        """Write and commit `files` (from files_at(rev)), pausing automatic sync first, under
+        the lock: a daemon cycle can neither slip in between nor write over it afterwards.
+        Returns the commit that holds them now. The branch reload is still owed (`reload()`)."""
+        with self.lock():
+            self.history.pause(why)
+            self._recover()
+            self.history.commit_local_edits()
+            old_texts = self._read_files(files)
+            if all(old_texts[name] == text for name, text in files.items()):
+                return self.history.head() or rev
+            return self._apply(
+                files,
+                f"rollback: {', '.join(files)} to {rev[:10]}",
+                "Automatic sync paused until `synch resume`.",
+            )
 
     def _apply(self, files: dict[str, str], subject: str, body: str) -> str:
         digests = {name: _digest(text) for name, text in files.items()}
@@ -409,11 +430,10 @@ class SyncJob:
             path.unlink(missing_ok=True)
             log.info("removed %s left by an interrupted sync", path)
 
-    def reload_branch(self) -> None:
-        self._reload()
-
-    def _reload(self) -> None:
-        for module in (RELOAD_MODULE[self.mode], *dialplan_sync.reload_modules(self.settings)):
+    def reload(self) -> None:
+        """Reload the branch's modules for the synced files; SyncFailed if one refuses."""
+        stage_modules = (module for stage in self.stages for module in stage.reload_modules)
+        for module in (RELOAD_MODULE[self.mode], *stage_modules):
             try:
                 reload_module(self.branch, module)  # type: ignore[arg-type]
             except AmiError as exc:

@@ -17,10 +17,10 @@ def crash_a_greenlet() -> None:
     """The branch check loop raises at once: an internal error, as a bug would cause."""
     from synch import daemon
 
-    def crash(self: object) -> None:
+    def crash(self: object, stop: object) -> None:
         raise RuntimeError(INJECTED)
 
-    daemon.Daemon._branch_check_loop = crash  # type: ignore[method-assign]
+    daemon.BranchCheck.run = crash  # type: ignore[method-assign]
 
 
 def dns_stops_answering() -> None:

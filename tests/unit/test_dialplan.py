@@ -22,13 +22,12 @@ from synch.dialplan.sync import (
     EXTENSIONS_FILE,
     RELOAD_MODULES,
     VOICEMAIL_FILE,
-    ExtrasFailed,
+    DialplanStage,
     build,
     change_summary,
-    extra_files,
-    reload_modules,
 )
 from synch.sync.model import Category, ConfigFile, parse_conf_text
+from synch.sync.stages import StageFailed
 from tests.lab.samples import ORIGINAL_README_SIP_ADDITIONAL, freepbx_pjsip
 
 TOP = Path(__file__).resolve().parents[2]
@@ -363,7 +362,7 @@ def test_dialplan_is_off_by_default_and_defaults_are_documented() -> None:
     assert not s.dialplan.enabled
     assert s.dialplan.emergency == ("112", "911", "999", "000")
     assert s.dialplan.contexts == ("from-internal",)
-    assert reload_modules(s) == ()
+    assert DialplanStage(s).reload_modules == ()
 
 
 def test_dialplan_contexts_setting() -> None:
@@ -395,7 +394,7 @@ def test_dialplan_settings_are_read_case_insensitively() -> None:
         centralfallback="+4930555",
         voicemailaccess="",
     )
-    assert reload_modules(s) == RELOAD_MODULES
+    assert DialplanStage(s).reload_modules == RELOAD_MODULES
 
 
 @pytest.mark.parametrize(
@@ -465,7 +464,7 @@ def enabled_settings() -> Settings:
 
 def test_disabled_dialplan_fetches_nothing_and_writes_nothing() -> None:
     central = StubCentral({})
-    assert extra_files(Settings(), central, pjsip({"A": [1001]})) == {}
+    assert build(Settings(), central, pjsip({"A": [1001]})).files == {}
     assert central.asked == []
 
 
@@ -499,7 +498,7 @@ def test_build_without_central_voicemail_warns_and_still_writes_both() -> None:
 def test_build_refuses_unsafe_central_data() -> None:
     central = StubCentral({"pjsip.endpoint.conf": ConfigFile(())})
     synced = ConfigFile((endpoint("1001", context="bad,ctx"),))
-    with pytest.raises(ExtrasFailed, match="context="):
+    with pytest.raises(StageFailed, match="context="):
         build(enabled_settings(), central, synced)
 
 
