@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from synch.dialplan import names as dialplan_names
+from synch import names as dialplan_names
 from synch.jsonc import JsoncParser, JsonSyntaxError, Member, Node
 
 log = logging.getLogger("synch.config")

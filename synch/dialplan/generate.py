@@ -20,7 +20,7 @@ never written: its accounts are left out with a warning), holding, in this order
    an included context it loses to every extension of the context itself, the operator's too.
 
 Every name and number comes from the settings (validated by synch.config) or from the central
-(checked here: see synch.dialplan.names). What the phone dialled reaches an application only
+(checked here: see synch.names). What the phone dialled reaches an application only
 through FILTER() (dialled()): extensions are written as literals, patterns pass it filtered.
 An unsafe context or mailbox refuses the whole file (DialplanError); an account whose name is
 not a number is left out with a warning (it can still call, nobody can dial it).
@@ -31,8 +31,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
+from synch import names
 from synch.config import DialplanSettings
-from synch.dialplan import names
 from synch.sync.model import ConfigFile
 
 # Stock sounds of Debian's asterisk-core-sounds-en (checked in the lab chroot).

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from synch.dialplan import names
+from synch import names
 from synch.sync.model import Category, ConfigFile
 from synch.sync.policy import voicemail_problems
 from synch.sync.render import check_safe, render

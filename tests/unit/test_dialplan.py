@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from synch import names
 from synch.ami import AmiReply, AmiResponseError
 from synch.config import (
     ConfigError,
@@ -16,7 +17,6 @@ from synch.config import (
     SyncManagerSettings,
     parse_settings,
 )
-from synch.dialplan import names
 from synch.dialplan.generate import DialplanError, accounts_of, central_extensions, generate
 from synch.dialplan.sync import (
     EXTENSIONS_FILE,

@@ -1,6 +1,7 @@
 """What may appear in generated dialplan: every name and number checked before it is written.
 
-Pure and import-free, so that config validation and the generator share one set of rules. Each
+Pure and import-free, below both the settings (synch.config validates the `dialplan` section
+with it) and the generator (synch.dialplan), so that they share one set of rules. Each
 check returns the reason a value is refused, or None when it is safe. The rules are narrower
 than Asterisk's: anything that could end an argument (`,` `)`), start an expression (`$[`,
 `${`), a comment (`;`) or a new line is refused, so no value from the central or the settings
