@@ -1,62 +1,39 @@
 """One sync cycle: fetch → select → check → render → compare → guard → write → commit → reload.
 
 Every failure leaves the branch's file and its git history as they were, and comes back as an
-outcome with a reason (the daemon turns it into Unsynced, a metric and a log line).
-
-Crash safety: the file is replaced atomically (files.atomic_write) and committed by git itself.
-Before the write, a journal (`.git/synch-pending`) records the new text's hash and the commit
-message; it is removed only once the branch has reloaded. A process killed anywhere in between
-leaves the old file or the new one, and the next cycle finishes the job: it commits a new file
-that was written but not committed (with the message it was meant to have), and reloads the
-branch, which also retries a reload that failed (even across restarts).
+outcome with a reason (the daemon turns it into Unsynced, a metric and a log line). The central's
+side is synch.sync.fetch, the branch's (lock, crash-safe writes, history) synch.sync.store; this
+module decides.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import gc
-import hashlib
-import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from synch.ami import AmiError, AmiReply, core_status, get_config, reload_module
+from synch.ami import AmiError, AmiReply, reload_module
 from synch.config import Settings
-from synch.files import atomic_write, owned_like_parent, read_text
 from synch.gitlog import ConfigHistory, HistoryError
-from synch.sync.filter import (
-    Selector,
-    central_filter,
-    referenced_names,
-    select_pjsip,
-    select_sip,
-)
-from synch.sync.model import (
-    ConfigFile,
-    ConfigParseError,
-    parse_conf_text,
-    parse_getconfig,
-)
-from synch.sync.outcome import Outcome, SyncResult
+from synch.sync.fetch import CentralSource, Fetched
+from synch.sync.filter import Selector
+from synch.sync.model import ConfigFile, ConfigParseError, parse_conf_text
+from synch.sync.outcome import Outcome, SyncFailed, SyncResult
 from synch.sync.plan import Change, accounts, commit_subject, diff, guard, unified_diff
-from synch.sync.policy import TRANSPORT_NOTE, policy_problems, without_dropped
+from synch.sync.policy import TRANSPORT_NOTE, policy_problems
 from synch.sync.render import check_safe, render
 from synch.sync.stages import Stage, StageFailed
+from synch.sync.store import BranchStore
 
 log = logging.getLogger("synch.sync")
 
-PJSIP_FILES = ("pjsip.endpoint.conf", "pjsip.aor.conf", "pjsip.auth.conf")
 RELOAD_MODULE = {"sip": "chan_sip.so", "pjsip": "res_pjsip.so"}
-PENDING = "synch-pending"  # the journal, inside .git
-LOCK_NAME = ".synch.lock"
-LOCK_WAIT = 30.0
+
+__all__ = ["AmiLike", "SyncFailed", "SyncJob"]
 
 
 class AmiLike(Protocol):
@@ -69,16 +46,6 @@ class AmiLike(Protocol):
     ) -> AmiReply: ...
 
     def close(self) -> None: ...
-
-
-class SyncFailed(Exception):
-    """A cycle could not complete; the message is the operator-facing reason."""
-
-
-@dataclass
-class _Fetched:
-    config: ConfigFile
-    warnings: list[str]
 
 
 class SyncJob:
@@ -98,9 +65,10 @@ class SyncJob:
         sm = settings.syncmanager
         self.mode = sm.mode
         self.selector = Selector(sm.filterkey, sm.filtervalue)
-        self.directory = Path(sm.localconfigspath)
+        self.source = CentralSource(central, sm.mode, self.selector, sm.remotefilename)
         self.filename = sm.localfilename
-        self.history = ConfigHistory(self.directory)
+        owned = (self.filename, *(name for stage in self.stages for name in stage.files))
+        self.store = BranchStore(Path(sm.localconfigspath), owned)
         self._clock = clock
         # The central's reload time (CoreStatus) at the last good full fetch. It has a one-second
         # resolution, so a reload in the same second as our look would be invisible: a mark only
@@ -111,26 +79,25 @@ class SyncJob:
         self._cycles_since_full = 0
 
     @property
+    def directory(self) -> Path:
+        return self.store.directory
+
+    @property
+    def history(self) -> ConfigHistory:
+        return self.store.history
+
+    @property
     def path(self) -> Path:
         return self.directory / self.filename
 
     @property
-    def source_files(self) -> tuple[str, ...]:
-        return PJSIP_FILES if self.mode == "pjsip" else (self.settings.syncmanager.remotefilename,)
-
-    @property
-    def source(self) -> str:
-        return f"{self.settings.amiremote.hostname}:{','.join(self.source_files)}"
-
-    @property
     def owned_files(self) -> tuple[str, ...]:
         """Every file synch writes in localconfigspath: the accounts file first."""
-        return (self.filename, *(name for stage in self.stages for name in stage.files))
+        return self.store.owned
 
     @property
-    def reload_owed(self) -> bool:
-        """A written file has not been reloaded yet (journal present)."""
-        return self.history.read_state(PENDING) is not None
+    def _where(self) -> str:
+        return f"{self.settings.amiremote.hostname}:{','.join(self.source.files)}"
 
     # -- the cycle ----------------------------------------------------------------------------
 
@@ -171,8 +138,8 @@ class SyncJob:
         # the lock: a rollback that happened while we fetched must stand.
         if (skipped := self._paused(force, dry_run)) is not None:
             return skipped
-        owed = self.reload_owed
-        mark = self._central_mark()
+        owed = self.store.reload_owed
+        mark = self.source.mark()
         now = self._clock()
         if mark != self._seen_mark:
             self._seen_mark, self._seen_at = mark, now
@@ -186,7 +153,7 @@ class SyncJob:
             self._cycles_since_full += 1
             return Outcome(SyncResult.SKIPPED, "central unchanged since the last sync")
         confirmed = mark if now - self._seen_at >= 1.0 else None
-        fetched = self._fetch()
+        fetched = self.source.fetch()
         problems = check_safe(fetched.config) + policy_problems(fetched.config, self.mode)
         if problems:
             more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
@@ -197,13 +164,11 @@ class SyncJob:
         count = len(accounts(fetched.config, self.mode))
         if dry_run:
             return self._dry_run(fetched, files, count)
-        with self.lock():
+        with self.store.lock():
             if (skipped := self._paused(force, dry_run)) is not None:
                 return skipped
-            self._recover()
-            self.history.commit_local_edits()
-            fetched.warnings.extend(self.history.warnings)  # files it had to leave out
-            old_texts = self._read_files(files)
+            fetched.warnings.extend(self.store.prepare())  # files git had to leave out
+            old_texts = self.store.read(files)
             change, reason = self._judge(old_texts[self.filename], new_text, fetched.config)
             commit = None
             if any(old_texts[name] != text for name, text in files.items()):
@@ -221,8 +186,8 @@ class SyncJob:
                     for stage in self.stages
                     if (words := stage.summary(old_texts, files))
                 )
-                commit = self._apply(files, subject, self._commit_body(bool(reason)))
-        if commit is not None or self.reload_owed:
+                commit = self.store.write(files, subject, self._commit_body(bool(reason)))
+        if commit is not None or self.store.reload_owed:
             self.reload()
         self._good(confirmed)
         return Outcome(
@@ -233,7 +198,7 @@ class SyncJob:
             warnings=fetched.warnings,
         )
 
-    def _extras(self, fetched: _Fetched) -> dict[str, str]:
+    def _extras(self, fetched: Fetched) -> dict[str, str]:
         """The stages' files (e.g. the dialplan and voicemail files when enabled)."""
         files: dict[str, str] = {}
         for stage in self.stages:
@@ -245,11 +210,8 @@ class SyncJob:
             files.update(extras.files)
         return files
 
-    def _read_files(self, files: dict[str, str]) -> dict[str, str | None]:
-        return {name: read_text(self.directory / name) for name in files}
-
-    def _dry_run(self, fetched: _Fetched, files: dict[str, str], count: int) -> Outcome:
-        old_texts = self._read_files(files)
+    def _dry_run(self, fetched: Fetched, files: dict[str, str], count: int) -> Outcome:
+        old_texts = self.store.read(files)
         change, reason = self._judge(old_texts[self.filename], files[self.filename], fetched.config)
         return Outcome(
             SyncResult.DRY_RUN,
@@ -265,58 +227,6 @@ class SyncJob:
     def _good(self, confirmed_mark: str | None) -> None:
         self._last_mark = confirmed_mark
         self._cycles_since_full = 0
-
-    def _central_mark(self) -> str | None:
-        """The central's last reload time: unchanged means nothing to fetch (FACTS: CoreStatus)."""
-        status = core_status(self.central)  # type: ignore[arg-type]
-        date, when = status.get("CoreReloadDate"), status.get("CoreReloadTime")
-        return f"{date} {when}" if date and when else None
-
-    # -- fetching -----------------------------------------------------------------------------
-
-    def _fetch(self) -> _Fetched:
-        pushed = central_filter(self.selector)
-        if self.mode == "pjsip":
-            endpoints = self._get("pjsip.endpoint.conf", pushed)
-            # Of the (unfiltered) aors and auths, only build those the selection can use.
-            needed = referenced_names(endpoints, self.selector)
-            aors = self._get("pjsip.aor.conf", None, needed)
-            auths = self._get("pjsip.auth.conf", None, needed)
-            config, warnings = select_pjsip(endpoints, aors, auths, self.selector)
-            config = without_dropped(config, self.mode)
-        else:
-            config = select_sip(
-                self._get(self.settings.syncmanager.remotefilename, pushed), self.selector
-            )
-            warnings = []
-        warnings = list(warnings)
-        if not accounts(config, self.mode):
-            warnings.append(self._nothing_selected(pushed))
-        return _Fetched(config, warnings)
-
-    def _nothing_selected(self, pushed: str | None) -> str:
-        """No account matched: an empty central file is an error, an empty match a warning."""
-        filename = self.source_files[0]
-        whole = self._get(filename, None)
-        if not whole.categories:
-            raise SyncFailed(
-                f"central {filename} has no sections (empty file, or only comments): "
-                "refusing to sync from it"
-            )
-        return (
-            f"the filter {self.selector.key} =~ {self.selector.value!r} matches none of the "
-            f"{len(whole.categories)} sections of the central's {filename}"
-        )
-
-    def _get(self, filename: str, pushed: str | None, names: set[str] | None = None) -> ConfigFile:
-        try:
-            reply = get_config(self.central, filename, pushed)  # type: ignore[arg-type]
-        except AmiError as exc:
-            raise SyncFailed(f"central {filename}: {exc}") from exc
-        try:
-            return parse_getconfig(reply.headers, reply.body, names=names)
-        except ConfigParseError as exc:
-            raise SyncFailed(f"central {filename}: {exc}") from exc
 
     def _judge(
         self, old_text: str | None, new_text: str, new_config: ConfigFile
@@ -345,90 +255,26 @@ class SyncJob:
         """(the full commit id of `rev`, the files synch owns as they were there), the
         accounts file first. Raises HistoryError for an unknown revision, SyncFailed when
         the accounts file did not exist then."""
-        full = self.history.resolve(rev)
-        text = self.history.file_at(full, self.filename)
-        if text is None:
+        full, texts = self.store.files_at(rev)
+        if texts[self.filename] is None:
             raise SyncFailed(f"{self.filename} did not exist at {rev}")
-        files = {self.filename: text}
-        for name in self.owned_files[1:]:  # the stages' files, where `rev` had them
-            extra = self.history.file_at(full, name)
-            if extra is not None:
-                files[name] = extra
-        return full, files
+        return full, {name: text for name, text in texts.items() if text is not None}
 
     def restore(self, rev: str, files: dict[str, str], why: str) -> str:
         """Write and commit `files` (from files_at(rev)), pausing automatic sync first, under
         the lock: a daemon cycle can neither slip in between nor write over it afterwards.
         Returns the commit that holds them now. The branch reload is still owed (`reload()`)."""
-        with self.lock():
+        with self.store.lock():
             self.history.pause(why)
-            self._recover()
-            self.history.commit_local_edits()
-            old_texts = self._read_files(files)
+            self.store.prepare()
+            old_texts = self.store.read(files)
             if all(old_texts[name] == text for name, text in files.items()):
                 return self.history.head() or rev
-            return self._apply(
+            return self.store.write(
                 files,
                 f"rollback: {', '.join(files)} to {rev[:10]}",
                 "Automatic sync paused until `synch resume`.",
             )
-
-    def _apply(self, files: dict[str, str], subject: str, body: str) -> str:
-        digests = {name: _digest(text) for name, text in files.items()}
-        journal = {"files": digests, "subject": subject, "body": body}
-        self.history.write_state(PENDING, json.dumps(journal) + "\n")
-        for name, text in files.items():
-            if read_text(self.directory / name) != text:
-                atomic_write(self.directory / name, text)
-        return self.history.commit_files(list(files), subject, body)
-
-    def _recover(self) -> None:
-        """Finish a cycle that was killed between the write and the commit."""
-        self._remove_stale_temp_files()
-        if self.history.exists:
-            self.history.clear_stale_locks()
-        raw = self.history.read_state(PENDING)
-        if raw is None:
-            return
-        try:
-            journal = json.loads(raw)
-        except ValueError:
-            journal = {}
-        digests = journal.get("files") if isinstance(journal, dict) else None
-        if not isinstance(digests, dict):
-            return
-        # Each file is whole (atomic rename); commit those the interrupted cycle had written.
-        written = [
-            name
-            for name, digest in digests.items()
-            if (text := read_text(self.directory / name)) is not None
-            and digest == _digest(text)
-            and self.history.is_dirty(name)
-        ]
-        if written:
-            body = str(journal.get("body", ""))
-            commit = self.history.commit_files(
-                written,
-                str(journal.get("subject", "sync: interrupted sync")),
-                body + ("\n\n" if body else "") + "Committed by the next cycle: the sync that "
-                "wrote it was interrupted before its commit.",
-            )
-            log.warning(
-                "committed %s left uncommitted by an interrupted sync as %s",
-                ", ".join(written),
-                commit[:10],
-            )
-
-    def _remove_stale_temp_files(self) -> None:
-        """Temp files of a write that was killed before its rename (we hold the lock: no
-        other synch process is writing one now)."""
-        leftovers = [
-            *(p for name in self.owned_files for p in self.directory.glob(f".{name}.*.tmp")),
-            *self.history.git_dir.glob(f".{PENDING}.*.tmp"),
-        ]
-        for path in leftovers:
-            path.unlink(missing_ok=True)
-            log.info("removed %s left by an interrupted sync", path)
 
     def reload(self) -> None:
         """Reload the branch's modules for the synced files; SyncFailed if one refuses."""
@@ -438,11 +284,11 @@ class SyncJob:
                 reload_module(self.branch, module)  # type: ignore[arg-type]
             except AmiError as exc:
                 raise SyncFailed(f"reload failed: {module} on the branch: {exc}") from exc
-        self.history.clear_state(PENDING)
+        self.store.reloaded()
 
     def _header(self) -> str:
         lines = [
-            f"Generated by synch from {self.source} (filter {self.selector.key}="
+            f"Generated by synch from {self._where} (filter {self.selector.key}="
             f"{self.selector.value!r}). Do not edit: the next sync overwrites it."
         ]
         if self.mode == "pjsip":
@@ -451,44 +297,13 @@ class SyncJob:
 
     def _commit_body(self, forced: bool) -> str:
         lines = [
-            f"Source: {self.source}",
+            f"Source: {self._where}",
             f"Filter: {self.selector.key} =~ {self.selector.value}",
             f"Mode: {self.mode}",
         ]
         if forced:
             lines.append("Forced past the remove guard by the operator.")
         return "\n".join(lines)
-
-    @contextmanager
-    def lock(self) -> Iterator[None]:
-        """One writer at a time across processes (daemon, `synch sync --force`, rollback)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        lock_path = self.directory / LOCK_NAME
-        try:
-            # Never through a symlink: whoever owns the directory could plant one pointing at
-            # a file that root (the CLI under sudo) would then create or chown.
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise SyncFailed(f"{lock_path} is a symbolic link: remove it") from exc
-            raise
-        try:
-            owned_like_parent(lock_path)
-            deadline = time.monotonic() + LOCK_WAIT
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError as exc:
-                    if time.monotonic() > deadline:
-                        raise SyncFailed("another synch process holds the sync lock") from exc
-                    time.sleep(0.1)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
 
 
 @contextmanager
@@ -503,7 +318,3 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -8,6 +8,10 @@ from enum import StrEnum
 from synch.sync.plan import Change
 
 
+class SyncFailed(Exception):
+    """A cycle could not complete; the message is the operator-facing reason."""
+
+
 class SyncResult(StrEnum):
     APPLIED = "applied"  # written, committed, reloaded
     UNCHANGED = "unchanged"  # the branch already holds exactly this

@@ -277,6 +277,6 @@ def test_the_sync_lock_is_never_opened_through_a_symlink(tmp_path: Path) -> None
         '"servicecontrol": {"token": "t"}}'
     )
     job = SyncJob(parse_settings(text), None, None)  # type: ignore[arg-type]
-    with pytest.raises(SyncFailed, match="is a symbolic link"), job.lock():
+    with pytest.raises(SyncFailed, match="is a symbolic link"), job.store.lock():
         pass
     assert not target.exists()

@@ -14,10 +14,11 @@ import pytest
 from synch.ami import AmiReply, AmiResponseError
 from synch.config import AmiSettings, Settings, SyncManagerSettings
 from synch.sync import job as job_module
-from synch.sync.job import PENDING, SyncJob
+from synch.sync.job import SyncJob
 from synch.sync.model import parse_conf_text
 from synch.sync.policy import without_dropped
 from synch.sync.rollback import RollbackError, rollback
+from synch.sync.store import PENDING
 
 CENTRAL = "10.0.0.254"
 
@@ -173,7 +174,7 @@ def test_first_sync_writes_commits_and_reloads(
     assert first.values("allow") == ["ulaw", "alaw"]
     assert first.get("set_var") == "__SITE=HeadOffice"
     assert first.get("transport") is None  # the branch's own transport serves it
-    assert not job.reload_owed
+    assert not job.store.reload_owed
 
 
 def test_add_remove_change_is_one_commit_and_unchanged_makes_none(
@@ -310,12 +311,12 @@ def test_refused_reload_keeps_the_file_and_is_retried_even_after_a_restart(
     outcome = job.run()
     assert outcome.result == "failed"
     assert outcome.reason.startswith("reload failed: res_pjsip.so on the branch:")
-    assert job.path.exists() and len(log(job)) == 1 and job.reload_owed
+    assert job.path.exists() and len(log(job)) == 1 and job.store.reload_owed
     assert job.run().result == "failed"  # still refused: still owed
     restarted = make_job(tmp_path, central, branch)
     branch.refuse = None
     assert restarted.run().result == "unchanged"
-    assert branch.reloads == ["res_pjsip.so"] and not restarted.reload_owed
+    assert branch.reloads == ["res_pjsip.so"] and not restarted.store.reload_owed
     assert restarted.run(full=True).result == "unchanged"
     assert branch.reloads == ["res_pjsip.so"]  # nothing owed any more
 
@@ -346,13 +347,13 @@ def test_sync_killed_between_write_and_commit_is_finished_next_cycle(
     with pytest.raises(KeyboardInterrupt):
         job.run()
     monkeypatch.undo()
-    assert "[1004]" in job.path.read_text() and job.reload_owed
+    assert "[1004]" in job.path.read_text() and job.store.reload_owed
     restarted = make_job(tmp_path, central, branch)
     outcome = restarted.run()
     assert outcome.result == "unchanged"
     assert log(restarted)[0] == f"sync: +1004 from {CENTRAL} (pjsip)"
     assert "interrupted" in git(restarted.directory, "log", "-1", "--format=%b")
-    assert branch.reloads == ["res_pjsip.so"] * 2 and not restarted.reload_owed
+    assert branch.reloads == ["res_pjsip.so"] * 2 and not restarted.store.reload_owed
     assert git(restarted.directory, "status", "--porcelain") == ""
 
 
