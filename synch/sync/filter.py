@@ -38,14 +38,6 @@ class Selector:
         object.__setattr__(self, "pattern", compiled)
 
     @property
-    def filterkey(self) -> str:
-        return self.key
-
-    @property
-    def filtervalue(self) -> str:
-        return self.value
-
-    @property
     def by_name(self) -> bool:
         return self.key.strip().lower() == CATEGORYNAME
 

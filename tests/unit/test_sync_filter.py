@@ -81,10 +81,10 @@ def test_invalid_regex_is_refused_with_the_value() -> None:
         Selector(" ", "x")
 
 
-def test_selector_exposes_the_settings_names() -> None:
+def test_selectors_compare_by_key_and_value() -> None:
     sel = Selector("accountcode", "^HeadOffice$")
-    assert (sel.filterkey, sel.filtervalue) == (sel.key, sel.value)
     assert sel == Selector("accountcode", "^HeadOffice$")
+    assert sel != Selector("accountcode", "^DevOps$")
 
 
 # -- pjsip --------------------------------------------------------------------------------------
