@@ -31,6 +31,7 @@ from synch.ami import AmiError, AmiReply, core_status, get_config, reload_module
 from synch.config import Settings
 from synch.files import atomic_write, owned_like_parent, read_text
 from synch.gitlog import ConfigHistory, HistoryError
+from synch.sync.conftext import parse_conf_text
 from synch.sync.filter import (
     Selector,
     central_filter,
@@ -38,12 +39,8 @@ from synch.sync.filter import (
     select_pjsip,
     select_sip,
 )
-from synch.sync.model import (
-    ConfigFile,
-    ConfigParseError,
-    parse_conf_text,
-    parse_getconfig,
-)
+from synch.sync.getconfig import parse_getconfig
+from synch.sync.model import ConfigFile, ConfigParseError
 from synch.sync.outcome import Outcome, SyncResult
 from synch.sync.plan import Change, accounts, commit_subject, diff, guard, unified_diff
 from synch.sync.policy import TRANSPORT_NOTE, policy_problems, without_dropped
