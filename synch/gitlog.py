@@ -4,120 +4,42 @@ GitPython drives the real `git`, and commits are made by `git commit` itself: gi
 object, the index and the branch ref through a lock file and a rename, so a process killed at
 any moment leaves a repository that `git fsck` accepts.
 
-The repository belongs to the service user (asterisk), and git runs commands named in a
-repository's configuration (core.fsmonitor, filter and diff drivers, hooks, the pager ...).
-So whoever owns it must never get a command run by synch, least of all as root:
-
-- every git call ignores the system and global configuration and overrides each setting that
-  runs a command (SAFE_SETTINGS), including the per-name driver keys found in the repository's
-  own configuration (reading configuration runs nothing);
-- git never runs as root in another user's repository: as root, git runs as the repository's
-  owner (the CLI switches its whole process to that user first; this is the backstop for a
-  daemon started as root). There is no `safe.directory`: the ownership check is ours, and git
-  is given the repository explicitly (GIT_DIR, GIT_WORK_TREE), so it discovers nothing itself;
-- our own writes in `.git` go through directory descriptors opened without following
-  symlinks, so a planted symlink cannot redirect them.
+The repository belongs to the service user, who must never get a command run by synch: git
+runs with every command-running setting overridden and as the repository's owner
+(synch.gitrun); our own writes in `.git` go through directory descriptors opened without
+following symlinks (synch.gitstate); git's lock files left by a killed git are removed only
+when no live process may be using them (synch.gitlocks).
 
 What is committed: what synch writes, and the local edits git can read. Private keys never
 (a managed block in `.git/info/exclude`, which the operator's own git honours too); a file git
-cannot read is left out with a warning instead of failing the sync.
+cannot read is left out with a warning instead of failing the sync (synch.gitexclude).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
-import pwd
-import re
-import socket
 import stat
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import git
 
+from synch import gitexclude, gitstate
 from synch.files import atomic_write
-from synch.gitlocks import lock_user, user_name
+from synch.gitlocks import lock_user
+from synch.gitrun import GitRunner, HistoryError, clean_stderr
+
+__all__ = ["ConfigHistory", "HistoryEntry", "HistoryError"]
 
 log = logging.getLogger("synch.git")
-
-AUTHOR_NAME = "synch"
-PAUSE_MARKER = "synch-paused"  # inside .git: automatic sync paused by a rollback
-
-# The managed block of .git/info/exclude. Our lock and in-flight temp files are not
-# configuration; private keys must never enter a history that is copied around with backups.
-OWN_FILES = (".synch.lock", ".*.tmp")
-PRIVATE_KEYS = (
-    "*.key", "*.pem", "*.p12", "*.pfx", "*.jks", "*.keystore",
-    "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", "keys/", "private/",
-)
-EXCLUDE_BEGIN = "# >>> synch: managed block, rewritten by synch (add your own lines outside it)"
-EXCLUDE_END = "# <<< synch"
 
 # git's own lock files; one left by a killed git would block every later commit.
 GIT_LOCKS = ("index.lock", "HEAD.lock", "config.lock", "packed-refs.lock")
 GIT_LOCK_WAIT = 10.0  # seconds a lock in use may take to go away before a sync gives up
 ADD_BATCH = 500  # paths per `git add`, well within any command line's length
-
-# Every setting that makes git run a command, or reach beyond the repository, neutralised.
-SAFE_SETTINGS = {
-    "core.hooksPath": "/dev/null",
-    "core.fsmonitor": "false",
-    "core.untrackedCache": "false",
-    "core.pager": "cat",
-    "core.editor": ":",
-    "core.askPass": "",
-    "core.attributesFile": "/dev/null",
-    "core.excludesFile": "/dev/null",
-    "credential.helper": "",
-    "diff.external": "",
-    "diff.ignoreSubmodules": "all",
-    "status.submoduleSummary": "false",
-    "submodule.recurse": "false",
-    "protocol.allow": "never",
-    "commit.gpgSign": "false",
-    "tag.gpgSign": "false",
-    "log.showSignature": "false",
-    "log.showRoot": "true",
-    "gc.auto": "0",  # no background gc racing with a kill; history stays small
-    "maintenance.auto": "false",
-    "safe.bareRepository": "explicit",
-}
-# Drivers are named in .gitattributes and defined per name in the configuration.
-DRIVER_SETTINGS = {
-    "filter": {"clean": "", "smudge": "", "process": "", "required": "false"},
-    "diff": {"command": "", "textconv": ""},
-    "merge": {"driver": ""},
-}
-# The commands we run that read or write file contents through attributes (filters, textconv).
-DRIVER_COMMANDS = frozenset({"status", "add", "commit", "diff"})
-SAFE_ENV = {
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_CONFIG_GLOBAL": "/dev/null",
-    "GIT_ATTR_NOSYSTEM": "1",
-    "GIT_PAGER": "cat",
-    "GIT_EDITOR": ":",
-    "GIT_SEQUENCE_EDITOR": ":",
-    "GIT_TERMINAL_PROMPT": "0",
-    "GIT_OPTIONAL_LOCKS": "0",  # `git status` never takes index.lock behind an operator's back
-    "GIT_LITERAL_PATHSPECS": "1",  # a file name is a file name, never a pattern
-    "GIT_NO_REPLACE_OBJECTS": "1",
-}
-# What `git status` and `git add` say about a path they could not read.
-_UNREADABLE = (
-    re.compile(r"^warning: could not open directory '(?P<path>.+)': (?P<why>.+)$"),
-    re.compile(r"^error: open\(\"(?P<path>.+)\"\): (?P<why>.+)$"),
-    re.compile(r"^(?P<path>[^:]+): (?P<why>Permission denied)$"),
-)
-
-
-class HistoryError(Exception):
-    """A git operation failed; the message says which and why."""
 
 
 @dataclass(frozen=True)
@@ -129,52 +51,10 @@ class HistoryEntry:
     files: tuple[str, ...]
 
 
-def repository_owner(path: Path) -> int | None:
-    """The one user other than root that owns `path` or its `.git`; None when root owns both
-    (or nothing exists yet). HistoryError when `.git` is not a plain directory or two different
-    users own them."""
-    owners = set()
-    try:
-        owners.add(path.stat().st_uid)
-    except FileNotFoundError:
-        return None
-    git_dir = path / ".git"
-    try:
-        st = git_dir.lstat()
-    except FileNotFoundError:
-        pass
-    else:
-        if not stat.S_ISDIR(st.st_mode):
-            raise HistoryError(
-                f"{git_dir} is not a directory (a symlink or a git file): synch keeps the "
-                "history in a plain .git directory; move it away"
-            )
-        owners.add(st.st_uid)
-    owners.discard(0)
-    if len(owners) > 1:
-        names = " and ".join(sorted(user_name(u) for u in owners))
-        raise HistoryError(
-            f"{path} and its .git belong to different users ({names}): give both to the "
-            f"service user (chown -R), then try again"
-        )
-    return owners.pop() if owners else None
-
-
-def identity(uid: int, fallback_gid: int) -> tuple[int, list[int]]:
-    """The primary and supplementary groups of `uid` (a uid without an account: `fallback_gid`)."""
-    try:
-        account = pwd.getpwuid(uid)
-    except KeyError:
-        return fallback_gid, [fallback_gid]
-    return account.pw_gid, os.getgrouplist(account.pw_name, account.pw_gid)
-
-
 class ConfigHistory:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._cmd: git.Git | None = None
-        self._env: dict[str, str] = {}
-        self._run_as: dict[str, Any] = {}
+        self._runner = GitRunner(self.path)
         self.warnings: list[str] = []  # what the last commit_local_edits() left out, and why
 
     @property
@@ -189,106 +69,46 @@ class ConfigHistory:
 
     def repo(self) -> git.Git:
         """Open the repository, making it (mode 0700, our excludes) if needed."""
-        if self._cmd is None:
-            self._run_as = self._identity()
-            self._cmd = git.Git(self.path)
-            self._env = self._environment({})
+        cmd = self._runner.cmd
+        if cmd is None:
+            cmd = self._runner.start()
             try:
                 self._open()
             except BaseException:
-                self._cmd = None
+                self._runner.stop()
                 raise
-        return self._cmd
+        return cmd
 
     def _open(self) -> None:
         if not all((self.git_dir / p).exists() for p in ("HEAD", "objects", "refs")):
             # Not made yet, or a `git init` killed half-way: running it again fills in the rest.
-            env = {k: v for k, v in self._env.items() if k not in ("GIT_DIR", "GIT_WORK_TREE")}
-            self._exec(["init", "-q", "."], env=env)
+            env = {
+                k: v for k, v in self._runner.env.items() if k not in ("GIT_DIR", "GIT_WORK_TREE")
+            }
+            self._runner.exec(["init", "-q", "."], env=env)
         self._secure()
-        self._env = self._environment(self._driver_overrides())
-
-    def _identity(self) -> dict[str, Any]:
-        """How git is run: as the repository's owner when we are root and it is another user's;
-        refused when we are neither root nor its owner."""
-        owner = repository_owner(self.path)
-        if owner is None or owner == os.geteuid():
-            return {}
-        if os.geteuid() != 0:
-            name = user_name(owner)
-            raise HistoryError(
-                f"{self.path} belongs to {name}: run synch as {name} "
-                f"(or as root, which runs it as {name})"
-            )
-        gid, groups = identity(owner, self.path.stat().st_gid)
-        return {"user": owner, "group": gid, "extra_groups": groups}
-
-    def _environment(self, overrides: dict[str, str]) -> dict[str, str]:
-        email = f"synch@{socket.gethostname()}"
-        settings = {**SAFE_SETTINGS, **overrides}
-        env = {
-            **SAFE_ENV,
-            "GIT_DIR": str(self.git_dir.absolute()),
-            "GIT_WORK_TREE": str(self.path.absolute()),
-            "GIT_AUTHOR_NAME": AUTHOR_NAME,
-            "GIT_AUTHOR_EMAIL": email,
-            "GIT_COMMITTER_NAME": AUTHOR_NAME,
-            "GIT_COMMITTER_EMAIL": email,
-            "GIT_CONFIG_COUNT": str(len(settings)),
-        }
-        for i, (key, value) in enumerate(settings.items()):
-            env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
-        return env
-
-    def _driver_overrides(self) -> dict[str, str]:
-        """Empty commands for every filter, diff and merge driver and `pager.<cmd>` that the
-        repository's configuration (includes too) defines."""
-        out = self._exec(["config", "--list", "--name-only", "-z"])[1]
-        overrides: dict[str, str] = {}
-        for raw in out.split(b"\0"):
-            key = os.fsdecode(raw)
-            section, _, rest = key.partition(".")
-            name, _, _variable = rest.rpartition(".")
-            if section in DRIVER_SETTINGS and name:
-                for variable, value in DRIVER_SETTINGS[section].items():
-                    overrides[f"{section}.{name}.{variable}"] = value
-            elif section == "pager" and rest:
-                overrides[key] = "false"
-        return overrides
+        self._runner.refresh_drivers()
 
     def _secure(self) -> None:
         """`.git` mode 0700 (the history holds passwords) and our excludes, every time we open
         it: a repository made by hand, or by a killed `git init`, gets them too."""
-        with self._git_dir_fd() as fd:
+        with gitstate.git_dir_fd(self.git_dir) as fd:
             if stat.S_IMODE(os.fstat(fd).st_mode) != 0o700:
                 os.fchmod(fd, 0o700)
             with contextlib.suppress(FileExistsError):
                 os.mkdir("info", 0o755, dir_fd=fd)
             info = os.open("info", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
             try:
-                current = _read_at(info, "exclude") or ""
-                wanted = _with_managed_block(current)
+                current = gitstate.read_at(info, "exclude") or ""
+                wanted = gitexclude.with_managed_block(current)
                 if wanted != current:
                     atomic_write(Path("exclude"), wanted, mode=0o644, dir_fd=info)
             finally:
                 os.close(info)
 
-    @contextlib.contextmanager
-    def _git_dir_fd(self) -> Iterator[int]:
-        try:
-            fd = os.open(self.git_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        except OSError as exc:
-            raise HistoryError(f"{self.git_dir}: not a plain directory ({exc.strerror})") from exc
-        try:
-            yield fd
-        finally:
-            os.close(fd)
-
     def close(self) -> None:
         """Forget the open repository; it reopens (and rereads its configuration) on next use."""
-        cmd, self._cmd = self._cmd, None
-        if cmd is not None:
-            cmd.clear_cache()
+        self._runner.stop()
 
     def clear_stale_locks(self) -> list[str]:
         """Remove git lock files left by a dead git. Call only while holding synch's own lock
@@ -325,35 +145,10 @@ class ConfigHistory:
 
     # -- running git --------------------------------------------------------------------------
 
-    def _exec(
-        self, args: list[str], *, check: bool = True, env: dict[str, str] | None = None
-    ) -> tuple[int, bytes, str]:
-        cmd = self._cmd
-        assert cmd is not None
-        try:
-            status, out, err = cmd.execute(
-                ["git", *args],
-                with_extended_output=True,
-                with_exceptions=False,
-                stdout_as_string=False,
-                strip_newline_in_stdout=False,
-                env=self._env if env is None else env,
-                **self._run_as,
-            )
-        except (git.GitError, OSError) as exc:
-            raise HistoryError(f"git {args[0]} in {self.path}: {_git_text(exc)}") from exc
-        assert isinstance(out, bytes)
-        if check and status != 0:
-            raise HistoryError(f"git {args[0]} in {self.path}: {_clean(err) or f'exit {status}'}")
-        return status, out, err
-
     def _git(self, *args: str, check: bool = True) -> tuple[int, bytes, str]:
-        """Run git. Before a command that may run a driver, the driver overrides are read
-        afresh: the configuration may have changed since the repository was opened."""
+        """Run git in the repository, opening it first (see GitRunner.run)."""
         self.repo()
-        if args[0] in DRIVER_COMMANDS:
-            self._env = self._environment(self._driver_overrides())
-        return self._exec(list(args), check=check)
+        return self._runner.run(list(args), check=check)
 
     def _text(self, *args: str) -> str:
         return os.fsdecode(self._git(*args)[1])
@@ -377,7 +172,7 @@ class ConfigHistory:
         self.warnings = []
         self._untrack_ignored()
         changed, err = self._status()
-        unreadable = _unreadable(err)
+        unreadable = gitexclude.unreadable(err)
         pending = [p for xy, p in changed if xy == "??" or xy[1] != " "]
         reasons: dict[str, str] = {}
         for start in range(0, len(pending), ADD_BATCH):
@@ -385,8 +180,8 @@ class ConfigHistory:
                                        *pending[start:start + ADD_BATCH], check=False)
             if status != 0:
                 if "fatal:" in err or status != 1:
-                    raise HistoryError(f"git add in {self.path}: {_clean(err)}")
-                reasons.update(_unreadable(err))
+                    raise HistoryError(f"git add in {self.path}: {clean_stderr(err)}")
+                reasons.update(gitexclude.unreadable(err))
         if reasons:  # what is still not staged, and git named in its errors, is left out
             left = {p for xy, p in self._status()[0] if xy == "??" or xy[1] != " "}
             unreadable.update({p: why for p, why in reasons.items() if p in left})
@@ -493,93 +288,26 @@ class ConfigHistory:
         return self.git_dir / name
 
     def write_state(self, name: str, text: str) -> None:
-        with self._git_dir_fd() as fd:
-            atomic_write(Path(name), text, mode=0o600, dir_fd=fd)
+        gitstate.write_state(self.git_dir, name, text)
 
     def read_state(self, name: str) -> str | None:
-        try:
-            fd = os.open(self.git_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-                return None  # no state (a .git that is no directory fails the next git call)
-            raise HistoryError(f"{self.git_dir}: {exc.strerror}") from exc
-        try:
-            return _read_at(fd, name)
-        finally:
-            os.close(fd)
+        return gitstate.read_state(self.git_dir, name)
 
     def clear_state(self, name: str) -> bool:
-        if not self.exists:
-            return False
-        with self._git_dir_fd() as fd:
-            try:
-                os.unlink(name, dir_fd=fd)
-            except FileNotFoundError:
-                return False
-            os.fsync(fd)
-        return True
+        return gitstate.clear_state(self.git_dir, name)
 
     # -- pause (rollback) ---------------------------------------------------------------------
 
     @property
     def paused(self) -> str | None:
         """Why automatic sync is paused, or None."""
-        text = self.read_state(PAUSE_MARKER)
+        text = self.read_state(gitstate.PAUSE_MARKER)
         return None if text is None else (text.strip() or "paused")
 
     def pause(self, reason: str) -> None:
         self.repo()
-        self.write_state(PAUSE_MARKER, reason + "\n")
+        self.write_state(gitstate.PAUSE_MARKER, reason + "\n")
 
     def resume(self) -> bool:
-        return self.clear_state(PAUSE_MARKER)
-
-
-def _read_at(dir_fd: int, name: str) -> str | None:
-    """The text of `name` in the directory `dir_fd` (a symlink is not followed), or None."""
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return None
-    with os.fdopen(fd, encoding="utf-8") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            return None
-        return handle.read()
-
-
-def _with_managed_block(current: str) -> str:
-    """`current` (the operator's lines kept, in order) with our block at the end."""
-    ours = (*OWN_FILES, *PRIVATE_KEYS)
-    kept, inside = [], False
-    for line in current.splitlines():
-        if line == EXCLUDE_BEGIN:
-            inside = True
-        elif line == EXCLUDE_END:
-            inside = False
-        elif not inside and line not in ours:  # a bare copy: what older versions appended
-            kept.append(line)
-    block = [EXCLUDE_BEGIN, *ours, EXCLUDE_END]
-    return "".join(f"{line}\n" for line in (*kept, *block))
-
-
-def _unreadable(stderr: str) -> dict[str, str]:
-    """Path → reason, for each path git reported it could not read."""
-    found = {}
-    for line in stderr.splitlines():
-        for pattern in _UNREADABLE:
-            match = pattern.match(line.strip())
-            if match:
-                found[match["path"]] = match["why"]
-                break
-    return found
-
-
-def _clean(stderr: str) -> str:
-    return " ".join(stderr.replace("stderr:", "").split()).strip("' ")
-
-
-def _git_text(exc: BaseException) -> str:
-    """git's own words (stderr) rather than GitPython's multi-line repr."""
-    stderr = getattr(exc, "stderr", "") or ""
-    return _clean(str(stderr)) or " ".join(str(exc).split())
+        return self.clear_state(gitstate.PAUSE_MARKER)
 

@@ -13,7 +13,7 @@ import pwd
 from pathlib import Path
 
 from synch.gitlocks import user_name
-from synch.gitlog import HistoryError, identity, repository_owner
+from synch.gitrun import HistoryError, identity, repository_owner
 
 
 class PrivilegeError(Exception):

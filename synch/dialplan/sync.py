@@ -25,7 +25,9 @@ from synch.dialplan.generate import (
     generate,
 )
 from synch.dialplan.voicemail import VoicemailError, render_mailboxes
-from synch.sync.model import ConfigFile, ConfigParseError, parse_conf_text, parse_getconfig
+from synch.sync.conftext import parse_conf_text
+from synch.sync.getconfig import parse_getconfig
+from synch.sync.model import ConfigFile, ConfigParseError
 from synch.sync.stages import Extras, StageFailed
 
 EXTENSIONS_FILE = "extensions_synch.conf"

@@ -15,7 +15,8 @@ from synch.sync.filter import (
     select_pjsip,
     select_sip,
 )
-from synch.sync.model import ConfigFile, ConfigParseError, parse_getconfig
+from synch.sync.getconfig import parse_getconfig
+from synch.sync.model import ConfigFile, ConfigParseError
 from synch.sync.outcome import SyncFailed
 from synch.sync.plan import accounts
 from synch.sync.policy import without_dropped

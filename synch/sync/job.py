@@ -19,9 +19,10 @@ from typing import Protocol
 from synch.ami import AmiError, AmiReply, reload_module
 from synch.config import Settings
 from synch.gitlog import ConfigHistory, HistoryError
+from synch.sync.conftext import parse_conf_text
 from synch.sync.fetch import CentralSource, Fetched
 from synch.sync.filter import Selector
-from synch.sync.model import ConfigFile, ConfigParseError, parse_conf_text
+from synch.sync.model import ConfigFile, ConfigParseError
 from synch.sync.outcome import Outcome, SyncFailed, SyncResult
 from synch.sync.plan import Change, accounts, commit_subject, diff, guard, unified_diff
 from synch.sync.policy import TRANSPORT_NOTE, policy_problems

@@ -16,7 +16,8 @@ from __future__ import annotations
 import re
 from operator import itemgetter
 
-from synch.sync.model import BLANKS, MAX_LINE_BYTES, Category, ConfigFile
+from synch.sync.conftext import BLANKS, MAX_LINE_BYTES
+from synch.sync.model import Category, ConfigFile
 
 # Section names: what FreePBX produces (1001, 1001-auth, trunk_name, +4930..., x.y@z).
 _SECTION_NAME = re.compile(r"[A-Za-z0-9_.+@-]+")

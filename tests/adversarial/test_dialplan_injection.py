@@ -16,7 +16,7 @@ import pytest
 
 from synch.config import DialplanSettings
 from synch.dialplan.generate import generate
-from synch.sync.model import parse_conf_text
+from synch.sync.conftext import parse_conf_text
 from tests.lab.asterisk import AsteriskInstance, running_instance
 from tests.lab.ports import free_port
 from tests.lab.samples import freepbx_pjsip, secret_for

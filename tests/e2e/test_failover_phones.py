@@ -26,7 +26,7 @@ import pytest
 
 from synch.probe import ProbeMonitor, ProbeResult
 from synch.states import Monitor, Service, ServiceControl
-from synch.sync.model import parse_conf_text
+from synch.sync.conftext import parse_conf_text
 from tests.e2e.phones import resolve
 from tests.e2e.testbed import (
     BRANCH_LAN,

@@ -1,6 +1,6 @@
 """Fuzzing the other inputs synch takes from outside: status socket lines through the real
 transport, AMI replies (cut, reordered, giant, binary) into `synch.ami.parse_reply`, GetConfig
-replies and .conf text into `synch.sync.model`.
+replies and .conf text into `synch.sync.getconfig` and `synch.sync.conftext`.
 
 Invariants: only the documented error type escapes a parser, a status socket reply is always
 one of the documented forms, the server keeps serving, and a valid request still gets its reply.
@@ -21,13 +21,9 @@ from hypothesis import strategies as st
 from synch.ami import AmiReply, parse_reply
 from synch.control.protocol import ControlProtocol
 from synch.control.server import ControlServer
-from synch.sync.model import (
-    ConfigFile,
-    ConfigParseError,
-    parse_conf_text,
-    parse_getconfig,
-    split_reply,
-)
+from synch.sync.conftext import parse_conf_text
+from synch.sync.getconfig import parse_getconfig, split_reply
+from synch.sync.model import ConfigFile, ConfigParseError
 from tests.fuzz.budget import fuzz
 from tests.integration.control_server_app import MemoryBackend
 

@@ -47,7 +47,7 @@ BUILD = """
 from synch.config import AmiSettings, DialplanSettings, Settings, SyncManagerSettings
 from synch.dialplan.sync import build
 from synch.sync.filter import Selector, select_pjsip
-from synch.sync.model import parse_getconfig
+from synch.sync.getconfig import parse_getconfig
 from synch.sync.render import render
 
 central = client(ARGS["user"], ARGS["secret"], timeout=10.0)

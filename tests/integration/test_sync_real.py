@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from synch.sync.model import ConfigFile, parse_conf_text
+from synch.sync.conftext import parse_conf_text
+from synch.sync.model import ConfigFile
 from tests.helpers.synchproc import SynchProcess, lab_config
 from tests.helpers.wait import wait_until
 from tests.lab.asterisk import AsteriskInstance, running_instance

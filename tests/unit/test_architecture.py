@@ -23,6 +23,8 @@ PURE = (
     "synch.control.protocol",
     "synch.dns.zone",
     "synch.sync.model",
+    "synch.sync.getconfig",
+    "synch.sync.conftext",
     "synch.sync.filter",
     "synch.sync.plan",
     "synch.sync.render",

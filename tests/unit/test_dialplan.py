@@ -26,7 +26,8 @@ from synch.dialplan.sync import (
     build,
     change_summary,
 )
-from synch.sync.model import Category, ConfigFile, parse_conf_text
+from synch.sync.conftext import parse_conf_text
+from synch.sync.model import Category, ConfigFile
 from synch.sync.stages import StageFailed
 from tests.lab.samples import ORIGINAL_README_SIP_ADDITIONAL, freepbx_pjsip
 

@@ -17,7 +17,8 @@ from synch.sync.filter import (
     select_pjsip,
     select_sip,
 )
-from synch.sync.model import Category, ConfigFile, parse_getconfig, split_reply
+from synch.sync.getconfig import parse_getconfig, split_reply
+from synch.sync.model import Category, ConfigFile
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "getconfig"
 

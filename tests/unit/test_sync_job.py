@@ -14,8 +14,8 @@ import pytest
 from synch.ami import AmiReply, AmiResponseError
 from synch.config import AmiSettings, Settings, SyncManagerSettings
 from synch.sync import job as job_module
+from synch.sync.conftext import parse_conf_text
 from synch.sync.job import SyncJob
-from synch.sync.model import parse_conf_text
 from synch.sync.policy import without_dropped
 from synch.sync.rollback import RollbackError, rollback
 from synch.sync.store import PENDING

@@ -1,4 +1,4 @@
-"""GetConfig replies and .conf texts → ConfigFile (synch.sync.model)."""
+"""GetConfig replies and .conf texts → ConfigFile (synch.sync.getconfig, synch.sync.conftext)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from synch.sync.model import (
-    Category,
-    ConfigFile,
-    ConfigParseError,
-    parse_conf_text,
-    parse_getconfig,
-    split_reply,
-)
+from synch.sync.conftext import parse_conf_text
+from synch.sync.getconfig import parse_getconfig, split_reply
+from synch.sync.model import Category, ConfigFile, ConfigParseError
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "getconfig"
 

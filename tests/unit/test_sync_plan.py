@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from synch.sync.conftext import parse_conf_text
 from synch.sync.filter import Selector, select_pjsip, select_sip
-from synch.sync.model import Category, ConfigFile, parse_conf_text, parse_getconfig, split_reply
+from synch.sync.getconfig import parse_getconfig, split_reply
+from synch.sync.model import Category, ConfigFile
 from synch.sync.plan import Change, accounts, commit_subject, diff, guard, unified_diff
 from synch.sync.render import render
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from synch.sync.model import Category, ConfigFile, parse_conf_text
+from synch.sync.conftext import parse_conf_text
+from synch.sync.model import Category, ConfigFile
 from synch.sync.policy import (
     channel_variable_problem,
     policy_problems,

@@ -8,8 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from synch.sync.conftext import parse_conf_text
 from synch.sync.filter import Selector, select_pjsip
-from synch.sync.model import Category, ConfigFile, parse_conf_text, parse_getconfig, split_reply
+from synch.sync.getconfig import parse_getconfig, split_reply
+from synch.sync.model import Category, ConfigFile
 from synch.sync.render import check_safe, make_header, render
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "getconfig"

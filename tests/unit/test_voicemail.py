@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from synch.dialplan.voicemail import VoicemailError, render_mailboxes
-from synch.sync.model import ConfigFile, parse_conf_text, parse_getconfig
+from synch.sync.conftext import parse_conf_text
+from synch.sync.getconfig import parse_getconfig
+from synch.sync.model import ConfigFile
 
 # What GetConfig of a FreePBX voicemail.conf looks like: `=>` already turned into `=`.
 GETCONFIG = [
