@@ -1,7 +1,9 @@
-"""Account sync: the pure steps (model and its parsers, filter, render, plan) and the job that
-runs them.
+"""Account sync: the pure steps and the job that runs them.
 
 model: ConfigFile, ordered data; getconfig / conftext: a GetConfig reply / a .conf text →
-ConfigFile; filter: which accounts are the branch's; render: ConfigFile → safe, deterministic
-text; plan: per-account diff, remove guard, git subject.
+ConfigFile; filter: which accounts are the branch's; policy: what a central value may say;
+render: ConfigFile → safe, deterministic text; plan: per-account diff, remove guard, git
+subject; stages: the interface of extra steps (the dialplan); outcome: what a cycle ended with.
+job: one cycle, deciding; fetch: the central's side; store: the branch's side (lock, crash-safe
+writes, history); rollback: `synch rollback`.
 """
