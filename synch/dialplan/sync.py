@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from synch.ami import AmiReply, AmiResponseError, get_config
+from synch.ami import AmiLike, AmiResponseError, get_config
 from synch.config import Settings
 from synch.dialplan.generate import (
     DialplanError,
@@ -44,12 +43,6 @@ __all__ = [
     "extra_files",
     "reload_modules",
 ]
-
-
-class AmiLike(Protocol):
-    def action(
-        self, action: str, headers: dict[str, str] | None = None, timeout: float | None = None
-    ) -> AmiReply: ...
 
 
 class ExtrasFailed(Exception):
@@ -112,7 +105,7 @@ def build(settings: Settings, central: AmiLike, synced: ConfigFile) -> Extras:
 
 def _fetch(central: AmiLike, filename: str, *, missing_ok: bool = False) -> ConfigFile | None:
     try:
-        reply = get_config(central, filename)  # type: ignore[arg-type]
+        reply = get_config(central, filename)
     except AmiResponseError as exc:
         if missing_ok and "not found" in exc.message.lower():
             return None

@@ -25,9 +25,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
-from synch.ami import AmiError, AmiReply, core_status, get_config, reload_module
+from synch.ami import AmiError, AmiLike, core_status, get_config, reload_module
 from synch.config import Settings
 from synch.dialplan import sync as dialplan_sync
 from synch.files import atomic_write, owned_like_parent, read_text
@@ -56,18 +55,6 @@ RELOAD_MODULE = {"sip": "chan_sip.so", "pjsip": "res_pjsip.so"}
 PENDING = "synch-pending"  # the journal, inside .git
 LOCK_NAME = ".synch.lock"
 LOCK_WAIT = 30.0
-
-
-class AmiLike(Protocol):
-    """What the job needs of an AMI client (synch.ami.AmiClient, or a test double)."""
-
-    name: str
-
-    def action(
-        self, action: str, headers: dict[str, str] | None = None, timeout: float | None = None
-    ) -> AmiReply: ...
-
-    def close(self) -> None: ...
 
 
 class SyncFailed(Exception):
@@ -269,7 +256,7 @@ class SyncJob:
 
     def _central_mark(self) -> str | None:
         """The central's last reload time: unchanged means nothing to fetch (FACTS: CoreStatus)."""
-        status = core_status(self.central)  # type: ignore[arg-type]
+        status = core_status(self.central)
         date, when = status.get("CoreReloadDate"), status.get("CoreReloadTime")
         return f"{date} {when}" if date and when else None
 
@@ -311,7 +298,7 @@ class SyncJob:
 
     def _get(self, filename: str, pushed: str | None, names: set[str] | None = None) -> ConfigFile:
         try:
-            reply = get_config(self.central, filename, pushed)  # type: ignore[arg-type]
+            reply = get_config(self.central, filename, pushed)
         except AmiError as exc:
             raise SyncFailed(f"central {filename}: {exc}") from exc
         try:
@@ -415,7 +402,7 @@ class SyncJob:
     def _reload(self) -> None:
         for module in (RELOAD_MODULE[self.mode], *dialplan_sync.reload_modules(self.settings)):
             try:
-                reload_module(self.branch, module)  # type: ignore[arg-type]
+                reload_module(self.branch, module)
             except AmiError as exc:
                 raise SyncFailed(f"reload failed: {module} on the branch: {exc}") from exc
         self.history.clear_state(PENDING)

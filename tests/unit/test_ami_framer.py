@@ -15,7 +15,8 @@ from asterisk import manager as pyst2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from synch.ami import _Framer, _Reply, parse_reply
+from synch.ami import parse_reply
+from synch.ami.framing import _Framer, _Reply
 
 
 class _Queue:
@@ -45,13 +46,8 @@ def pyst2_messages(data: bytes) -> tuple[str | None, list[Any]]:
     return manager.title, list(manager._message_queue.items)
 
 
-class _Session:
-    title: str | None = None
-
-
 def framer_messages(data: bytes, cuts: list[int]) -> tuple[str | None, list[Any]]:
-    session = _Session()
-    framer = _Framer(session)  # type: ignore[arg-type]
+    framer = _Framer()
     out: list[Any] = []
     pos = 0
     for cut in sorted(cuts):
@@ -60,7 +56,7 @@ def framer_messages(data: bytes, cuts: list[int]) -> tuple[str | None, list[Any]
     out += framer.feed(data[pos:])
     out += framer.feed_eof()
     out.append(None)  # pyst2 queues None at EOF
-    return session.title, out
+    return framer.title, out
 
 
 GREETING = b"Asterisk Call Manager/11.0.0\r\n"
