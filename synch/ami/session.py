@@ -14,9 +14,11 @@ matching an answer to whoever waits for one. What it lacks is added here:
   knows: pyst2 matches answers by order, so a late or foreign answer would go to the wrong
   caller. Any such doubt is an AmiTransportError, and the session is not to be used again.
 
-pyst2's threads must be greenlets (`gevent.monkey.patch_all()` first) for the client's
-deadlines to interrupt a wait. Unpatched, they are OS threads and the session still works
-(the unit tests drive it that way), but nothing can bound a call.
+Like pyst2, the session is written against the standard library only (threading, queue,
+socket, time.sleep); `gevent.monkey.patch_all()`, which the client requires, turns its
+threads into greenlets and `time.sleep` into `gevent.sleep`, so that the client's deadlines
+can interrupt any wait. Unpatched, the same code runs on OS threads: the unit tests drive a
+session that way, over a socketpair.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ import contextlib
 import socket
 import ssl
 import threading
+import time
 from typing import Any
 
-import gevent
 from asterisk import manager as pyst2
 
 from synch.ami.framing import _Framer, _Reply
@@ -161,13 +163,13 @@ class _Session(pyst2.Manager):  # type: ignore[misc]
             if framer.pending >= _BATCH_AFTER and len(chunk) < _BATCH_AFTER:
                 # Deep in a large reply that trickles in (Asterisk writes each line on its
                 # own): let it pile up rather than wake up for every few hundred bytes.
-                gevent.sleep(_BATCH_DELAY)
+                time.sleep(_BATCH_DELAY)
             else:
                 # A peer that never pauses leaves a chunk waiting at every recv, which then
                 # returns without yielding. sleep(0) is not enough: it may run us again before
                 # the loop polls for I/O (for ~50 chunks: 1 s without DNS, measured); a timer
                 # waits for the next loop iteration, after every ready socket had its turn.
-                gevent.sleep(_YIELD)
+                time.sleep(_YIELD)  # gevent.sleep: see the module's docstring
 
     def request(self, fields: dict[str, Any], action_id: str) -> AmiReply:
         """Send one action (a fresh pyst2 dict, `fields["Action"]` its name) under
