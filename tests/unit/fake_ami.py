@@ -44,7 +44,7 @@ class FakeAction:
 
 
 class FakeConnection:
-    def __init__(self, server: FakeAmi, sock: socket.socket, index: int):
+    def __init__(self, server: FakeAmi | FakePeer, sock: socket.socket, index: int):
         self.server = server
         self.sock = sock
         self.index = index  # 0 for the first connection the server accepted
@@ -254,6 +254,43 @@ class FakeAmi:
         finally:
             with contextlib.suppress(OSError):
                 sock.close()
+
+
+class FakePeer:
+    """One connection over a socketpair, its server side run by `handler` in a thread: for a
+    session (`synch.ami.session._Session.start(peer.client)`) driven in the test process."""
+
+    def __init__(self, handler: Handler):
+        self.lock = threading.Lock()
+        self.actions: list[FakeAction] = []
+        self.errors: list[BaseException] = []
+        self.client, server = socket.socketpair()
+        self._conn = FakeConnection(self, server, 0)
+        self._thread = threading.Thread(target=self._serve, args=(handler,), daemon=True)
+        self._thread.start()
+
+    def _serve(self, handler: Handler) -> None:
+        try:
+            handler(self._conn)
+        except (OSError, ValueError) as exc:  # the client went away mid-script
+            with self.lock:
+                self.errors.append(exc)
+
+    def actions_named(self, name: str) -> list[FakeAction]:
+        with self.lock:
+            return [a for a in self.actions if a.name.lower() == name.lower()]
+
+    def close(self) -> None:
+        """Close the server side and wait for the handler to end."""
+        self._conn.close()
+        self._thread.join(timeout=10)
+        self.client.close()
+
+    def __enter__(self) -> FakePeer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # -- the client side: synch.ami only works monkey-patched, pytest is not --------------------
