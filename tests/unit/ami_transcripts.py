@@ -188,3 +188,66 @@ def merged(*names: str) -> Transcript:
         parts[0].greeting,
         tuple(e for p in parts for e in p.exchanges),
     )
+
+
+# -- what a real Asterisk does not send: a recorded login, then a bad answer to the Ping ------
+
+Misbehaviour = Callable[[FakeConnection, FakeAction], None]
+
+
+def logged_in_then(misbehave: Misbehaviour) -> Handler:
+    """Replay login-ping, but answer the Ping with `misbehave` instead."""
+
+    def on_action(conn: FakeConnection, action: FakeAction) -> bool:
+        if action.name != "Ping":
+            return False
+        misbehave(conn, action)
+        return True
+
+    transcript = load("login-ping")
+    return lambda conn: replay(conn, transcript, on_action=on_action)
+
+
+def _pong(action_id: str) -> bytes:
+    return load("login-ping").exchange("Ping").answer_for(action_id)
+
+
+def answer_for_someone_else(conn: FakeConnection, action: FakeAction) -> None:
+    conn.send(_pong("someone-else-7"))
+
+
+def garbage_answer(conn: FakeConnection, action: FakeAction) -> None:
+    conn.send(_pong(action.action_id).replace(b"Response: Success", b"Response: Banana"))
+
+
+def binary_junk(conn: FakeConnection, action: FakeAction) -> None:
+    conn.send(b"\x00\xff\xfe\x16\x03 junk\r\n\r\n")
+
+
+def close_mid_reply(conn: FakeConnection, action: FakeAction) -> None:
+    answer = _pong(action.action_id)
+    conn.send(answer[: len(answer) // 2])
+    conn.close()
+
+
+def endless_command_output(conn: FakeConnection, action: FakeAction) -> None:
+    # `Response: Follows` waits for `--END COMMAND--` (pyst2's framing): it never comes.
+    conn.send(f"Response: Follows\r\nActionID: {action.action_id}\r\n")
+    conn.send("output line\n" * 200_000)
+    conn.hang()
+
+
+def unsolicited_answers(conn: FakeConnection, action: FakeAction) -> None:
+    conn.send("".join(f"Response: Success\r\nActionID: x-{i}\r\n\r\n" for i in range(1200)))
+    conn.hang()
+
+
+def unsolicited_events(conn: FakeConnection, action: FakeAction) -> None:
+    conn.send("".join(f"Event: Flood\r\nCount: {i}\r\n\r\n" for i in range(1200)))
+    conn.hang()
+
+
+def pong_then_unsolicited_answers(conn: FakeConnection, action: FakeAction) -> None:
+    """A good answer, then a flood of answers while nothing is asked."""
+    conn.send(_pong(action.action_id))
+    unsolicited_answers(conn, action)

@@ -1,9 +1,11 @@
 """A scriptable loopback AMI server for edge cases a real Asterisk will not produce on demand.
 
 Runs in plain threads inside the test process (pytest is not monkey-patched); the client under
-test runs elsewhere (a subprocess that patches first). Each accepted connection is handed to a
-handler `handler(conn)`; `serve_asterisk` behaves like Asterisk 22 for the actions synch uses,
-and tests compose their own misbehaving handlers from the `FakeConnection` helpers.
+test runs elsewhere (a subprocess that patches first: `run_scenario`, `run_patched`). Each
+accepted connection is handed to a handler `handler(conn)`: tests/unit/ami_transcripts.py
+replays what a real Asterisk 22 sent, `serve_asterisk` imitates it for the actions synch
+uses, and tests compose their own misbehaving handlers from the `FakeConnection` helpers.
+`FakePeer` serves one socketpair instead, for a session driven in the test process.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
 
@@ -361,6 +364,41 @@ def run_patched(
     )
     assert proc.returncode == 0, f"client script failed:\n{proc.stderr}"
     result: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+SCENARIO_RUNNER = """
+from gevent import monkey
+monkey.patch_all()
+import importlib, json, sys
+scenario = getattr(importlib.import_module(sys.argv[1]), sys.argv[2])
+out = scenario(sys.argv[3], int(sys.argv[4]), json.loads(sys.argv[5]))
+print(json.dumps(out, default=repr))
+"""
+
+Scenario = Callable[[str, int, Any], dict[str, Any]]
+
+
+def run_scenario(
+    scenario: Scenario, port: int, args: object = None, host: str = "127.0.0.1", timeout: float = 60
+) -> dict[str, Any]:
+    """Run `scenario(host, port, args)`, a function of a module under tests/, in a fresh
+    interpreter that patches first, as the daemon does; returns what it returns (as JSON)."""
+    import json
+    import subprocess
+    import sys
+
+    argv = [scenario.__module__, scenario.__name__, host, str(port), json.dumps(args)]
+    proc = subprocess.run(
+        [sys.executable, "-c", SCENARIO_RUNNER, *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(),
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, f"{scenario.__name__} failed:\n{proc.stderr}"
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
 
 

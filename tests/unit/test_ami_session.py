@@ -19,7 +19,23 @@ import pytest
 
 from synch.ami import AmiReply, AmiTransportError, parse_reply
 from synch.ami.session import _Session
-from tests.unit.ami_transcripts import FIXTURES, Exchange, OnAction, load, replay
+from tests.unit.ami_transcripts import (
+    FIXTURES,
+    Exchange,
+    Misbehaviour,
+    OnAction,
+    answer_for_someone_else,
+    binary_junk,
+    close_mid_reply,
+    endless_command_output,
+    garbage_answer,
+    load,
+    logged_in_then,
+    pong_then_unsolicited_answers,
+    replay,
+    unsolicited_answers,
+    unsolicited_events,
+)
 from tests.unit.fake_ami import FakeAction, FakeConnection, FakePeer, Handler
 
 WAIT = 10.0  # upper bound for anything that should happen at once: catches "never"
@@ -92,18 +108,6 @@ def replaying(name: str, on_action: OnAction | None = None) -> Handler:
     """Replay transcript `name` (see ami_transcripts.replay)."""
     transcript = load(name)
     return lambda conn: replay(conn, transcript, on_action=on_action)
-
-
-def logged_in_then(misbehave: Callable[[FakeConnection, FakeAction], None]) -> Handler:
-    """Replay login-ping, but answer the Ping with `misbehave` instead."""
-
-    def on_action(conn: FakeConnection, action: FakeAction) -> bool:
-        if action.name != "Ping":
-            return False
-        misbehave(conn, action)
-        return True
-
-    return replaying("login-ping", on_action)
 
 
 def login(session: _Session) -> None:
@@ -199,61 +203,23 @@ def test_the_reply_cap_counts_the_reply_under_way(slack: int) -> None:
 # -- what a real Asterisk does not send --------------------------------------------------------
 
 
-def _answer_for_someone_else(conn: FakeConnection, action: FakeAction) -> None:
-    conn.send(load("login-ping").exchange("Ping").answer_for("someone-else-7"))
-
-
-def _garbage_answer(conn: FakeConnection, action: FakeAction) -> None:
-    answer = load("login-ping").exchange("Ping").answer_for(action.action_id)
-    conn.send(answer.replace(b"Response: Success", b"Response: Banana"))
-
-
-def _binary_junk(conn: FakeConnection, action: FakeAction) -> None:
-    conn.send(b"\x00\xff\xfe\x16\x03 junk\r\n\r\n")
-
-
-def _close_mid_reply(conn: FakeConnection, action: FakeAction) -> None:
-    answer = load("login-ping").exchange("Ping").answer_for(action.action_id)
-    conn.send(answer[: len(answer) // 2])
-    conn.close()
-
-
-def _endless_command_output(conn: FakeConnection, action: FakeAction) -> None:
-    # `Response: Follows` waits for `--END COMMAND--` (pyst2's framing): it never comes.
-    conn.send(f"Response: Follows\r\nActionID: {action.action_id}\r\n")
-    conn.send("output line\n" * 200_000)
-    conn.hang()
-
-
-def _unsolicited_answers(conn: FakeConnection, action: FakeAction) -> None:
-    conn.send("".join(f"Response: Success\r\nActionID: x-{i}\r\n\r\n" for i in range(1200)))
-    conn.hang()
-
-
-def _unsolicited_events(conn: FakeConnection, action: FakeAction) -> None:
-    conn.send("".join(f"Event: Flood\r\nCount: {i}\r\n\r\n" for i in range(1200)))
-    conn.hang()
-
-
 @pytest.mark.parametrize(
     ("misbehave", "expect"),
     [
-        (_answer_for_someone_else, "answer to Ping does not carry its ActionID"),
-        (_garbage_answer, "garbage answer to Ping: Response 'Banana'"),
-        (_binary_junk, "answer to Ping does not carry its ActionID"),
-        (_close_mid_reply, "Ping: connection lost"),
-        (_endless_command_output, "Ping: reply larger than 1 MB (maxreplymb): refused"),
-        (_unsolicited_answers, "answer to Ping does not carry its ActionID"),
-        (_unsolicited_events, "Ping: peer sent more than 1000 events nobody asked for"),
+        (answer_for_someone_else, "answer to Ping does not carry its ActionID"),
+        (garbage_answer, "garbage answer to Ping: Response 'Banana'"),
+        (binary_junk, "answer to Ping does not carry its ActionID"),
+        (close_mid_reply, "Ping: connection lost"),
+        (endless_command_output, "Ping: reply larger than 1 MB (maxreplymb): refused"),
+        (unsolicited_answers, "answer to Ping does not carry its ActionID"),
+        (unsolicited_events, "Ping: peer sent more than 1000 events nobody asked for"),
     ],
     ids=[
         "wrong-actionid", "garbage", "binary", "close-mid-reply", "over-the-cap",
         "unsolicited-answers", "unsolicited-events",
     ],
 )  # fmt: skip
-def test_a_bad_answer_is_a_transport_error(
-    misbehave: Callable[[FakeConnection, FakeAction], None], expect: str
-) -> None:
+def test_a_bad_answer_is_a_transport_error(misbehave: Misbehaviour, expect: str) -> None:
     with session_with(logged_in_then(misbehave), max_reply=1024 * 1024) as (session, _, _):
         login(session)
         with pytest.raises(AmiTransportError) as raised:
@@ -304,15 +270,7 @@ def test_what_comes_instead_of_a_greeting(greeting: bytes | None, title: str | N
 def test_answers_nobody_asked_for_end_an_idle_session() -> None:
     """Between requests nothing may arrive; a flood of answers there ends the session at once
     instead of piling up in memory until the next request."""
-
-    def then_flood(conn: FakeConnection, action: FakeAction) -> bool:
-        if action.name != "Ping":
-            return False
-        conn.send(load("login-ping").exchange("Ping").answer_for(action.action_id))
-        _unsolicited_answers(conn, action)
-        return True
-
-    with session_with(replaying("login-ping", then_flood)) as (session, _, _):
+    with session_with(logged_in_then(pong_then_unsolicited_answers)) as (session, _, _):
         login(session)
         assert request(session, "Ping", "synch-2").ok
         wait_for(lambda: not session.connected(), "the session ends itself")
