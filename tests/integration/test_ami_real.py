@@ -1,58 +1,34 @@
 """synch.ami against a real Asterisk 22 (the lab chroot).
 
 The client runs monkey-patched in a subprocess, as in the daemon (see tests/unit/fake_ami.py).
-One central serves the read-only cases; the crash and freeze cases get their own instance.
+One central (the configs of tests/helpers/record_ami.py) serves the read-only cases and checks
+that the recorded transcripts the unit tests replay are still what it answers; the crash and
+freeze cases get their own instance.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.record_ami import CONFIGS, PING_ONLY_USER, record_all
 from tests.lab.asterisk import AsteriskInstance, new_instance
+from tests.unit.ami_transcripts import Transcript, format_request, load
 from tests.unit.fake_ami import PatchedScript, run_patched
 
 pytestmark = pytest.mark.asterisk
 
 Factory = Callable[..., AsteriskInstance]
 
-TEST_CONF = r"""[general]
-allow=ulaw
-allow=alaw
-setvar=A=B
-note=semi\;colon ; a comment
-x => y
-
-[tpl](!)
-context=from-internal
-accountcode=HeadOffice
-
-[1001](tpl)
-type=friend
-secret=s1001
-callerid=Alice <1001>
-
-[1002](tpl)
-type=friend
-accountcode=DevOps
-
-[1003]
-type=friend
-accountcode=HeadOffice
-"""
-
-PING_ONLY_USER = "[pingonly]\nsecret = pingonly-secret\nread = system\nwrite =\n"
-
 
 @pytest.fixture(scope="module")
 def central(lab: Path) -> Iterator[AsteriskInstance]:
-    inst = new_instance(
-        "ami-central", configs={"test.conf": TEST_CONF}, manager_users=PING_ONLY_USER
-    )
+    inst = new_instance("ami-central", configs=dict(CONFIGS), manager_users=PING_ONLY_USER)
     try:
         inst.start()
         yield inst
@@ -71,6 +47,39 @@ def run(inst: AsteriskInstance, body: str, **extra: object) -> dict[str, object]
         return AmiClient(HOST, PORT, ARGS["user"], ARGS["secret"], **kw)
     """
     return run_patched(prelude + body, inst.ami_port, creds(inst, **extra), host=inst.ami_host)
+
+
+# Values that differ from one run to the next: compared by key only.
+VOLATILE = {
+    "timestamp", "corestartupdate", "corestartuptime", "corereloaddate", "corereloadtime",
+    "coreprocessedcalls",
+}  # fmt: skip
+
+
+def normalised(transcript: Transcript) -> list[object]:
+    """A transcript without its run-to-run differences (times, a module's use count)."""
+
+    def answer(data: bytes) -> list[str]:
+        lines = []
+        for line in data.decode().split("\r\n"):
+            key, colon, value = line.partition(": ")
+            if key.lower() in VOLATILE:
+                value = "*"
+            elif key == "Output":
+                value = re.sub(r"\s+", " ", re.sub(r"\d+", "N", value))
+            lines.append(f"{key}{colon}{value}")
+        return lines
+
+    return [transcript.greeting] + [
+        (format_request(e.request), answer(e.answer), e.closed) for e in transcript.exchanges
+    ]
+
+
+def test_the_recorded_transcripts_are_what_asterisk_answers(central: AsteriskInstance) -> None:
+    """tests/fixtures/ami, which the unit tests replay, against the lab's Asterisk now.
+    If this fails after an Asterisk upgrade, re-record (tests/helpers/record_ami.py)."""
+    for fresh in record_all(central):
+        assert normalised(fresh) == normalised(load(fresh.name)), fresh.name
 
 
 def test_ping_and_probe(central: AsteriskInstance) -> None:
