@@ -8,6 +8,8 @@ and pytest is not patched. A scenario takes (host, port, args) and returns JSON-
 
 from __future__ import annotations
 
+import json
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -164,3 +166,9 @@ def probes(host: str, port: int, args: Any) -> Out:
         "failure": probe_once(client(host, args["refusing"], password="nope")),
         "error": probe_once(AmiClient(host, args["closed"], "synch", "x", timeout=1)),
     }
+
+
+def step(value: object) -> None:
+    """Report `value` to the test and wait until it says go (see fake_ami.ScenarioScript)."""
+    print(json.dumps(value, default=repr), flush=True)
+    sys.stdin.readline()

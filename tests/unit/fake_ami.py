@@ -450,3 +450,24 @@ class PatchedScript:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.communicate()
+
+
+class ScenarioScript(PatchedScript):
+    """A scenario (see run_scenario) run step by step: each `step(value)` in it
+    (ami_client_scenarios.step) is one `next()` here, and it waits for `go()`."""
+
+    def __init__(self, scenario: Scenario, port: int, args: object = None, host: str = "127.0.0.1"):
+        import json
+        import subprocess
+        import sys
+
+        argv = [scenario.__module__, scenario.__name__, host, str(port), json.dumps(args)]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SCENARIO_RUNNER, *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+            cwd=REPO,
+        )
