@@ -6,8 +6,12 @@ here, with no socket and no session.
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
+import synch
 from synch.ami import AmiReply, parse_reply
 from synch.ami.framing import _Framer, _Reply
 from tests.unit.ami_transcripts import load
@@ -139,3 +143,30 @@ def test_command_output_is_one_header_per_line() -> None:
     assert output[2] == "1 modules loaded"
     assert got["synch-3"].message == "Event Sent"
     assert got["synch-4"].message.startswith("Invalid/unknown command")
+
+
+@pytest.mark.parametrize("module", ["message", "actions", "framing"])
+def test_the_pure_modules_import_no_io(module: str) -> None:
+    """message, actions and framing use no socket, no gevent, no pyst2 (nor does any synch
+    module they import), so callers and tests can use them with doubles."""
+    root = Path(synch.__file__).parent
+    forbidden = {"gevent", "socket", "ssl", "select", "threading", "asterisk", "subprocess"}
+    seen: set[str] = set()
+    todo = [f"synch.ami.{module}"]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = root.joinpath(*name.split(".")[1:]).with_suffix(".py")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            else:
+                continue
+            for imported in names:
+                assert imported.split(".")[0] not in forbidden, (name, imported)
+                if imported.startswith("synch.") and imported != "synch.ami":
+                    todo.append(imported)
