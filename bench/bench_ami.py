@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from asterisk.manager import Manager  # noqa: E402
 
-from synch.ami import AmiClient, get_config  # noqa: E402
+from synch.ami import get_config  # noqa: E402
+from synch.ami.client import AmiClient  # noqa: E402
 
 FILTER = "accountcode=^HeadOffice$"
 

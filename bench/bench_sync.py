@@ -62,7 +62,8 @@ monkey.patch_all()
 import cProfile, io, json, pstats, resource, shutil, sys, time
 from pathlib import Path
 
-from synch.ami import AmiClient, core_status
+from synch.ami import core_status
+from synch.ami.client import AmiClient
 from synch.config import load_settings
 from synch.sync.job import SyncJob
 

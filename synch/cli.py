@@ -130,7 +130,7 @@ def _as_owner(settings: Settings) -> int | None:
 
 
 def _sync_job(settings: Settings) -> "SyncJob":
-    from synch.ami import client_for
+    from synch.ami.client import client_for
     from synch.services.syncing import make_sync_job
 
     central = client_for(settings.amiremote, name="central")

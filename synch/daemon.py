@@ -18,7 +18,7 @@ import gevent.event
 import gevent.pool
 
 from synch import __version__, exitcodes
-from synch.ami import client_for
+from synch.ami.client import client_for
 from synch.config import Settings
 from synch.control.protocol import ControlProtocol
 from synch.control.server import ControlServer

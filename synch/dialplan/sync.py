@@ -14,9 +14,9 @@ a site that has not turned it on behaves exactly as before.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
 
-from synch.ami import AmiReply, AmiResponseError, get_config
+from synch.ami.actions import get_config
+from synch.ami.message import AmiLike, AmiResponseError
 from synch.config import Settings
 from synch.dialplan.generate import (
     DialplanError,
@@ -36,12 +36,6 @@ FILES = (EXTENSIONS_FILE, VOICEMAIL_FILE)
 RELOAD_MODULES = ("pbx_config.so", "app_voicemail.so")
 CENTRAL_ENDPOINTS = {"pjsip": "pjsip.endpoint.conf"}  # sip: syncmanager.remotefilename
 CENTRAL_VOICEMAIL = "voicemail.conf"
-
-class AmiLike(Protocol):
-    def action(
-        self, action: str, headers: dict[str, str] | None = None, timeout: float | None = None
-    ) -> AmiReply: ...
-
 
 class DialplanStage:
     """The survivable-calling files, when `dialplan.enabled` (else: nothing at all)."""
@@ -101,7 +95,7 @@ def build(settings: Settings, central: AmiLike, synced: ConfigFile) -> Extras:
 
 def _fetch(central: AmiLike, filename: str, *, missing_ok: bool = False) -> ConfigFile | None:
     try:
-        reply = get_config(central, filename)  # type: ignore[arg-type]
+        reply = get_config(central, filename)
     except AmiResponseError as exc:
         if missing_ok and "not found" in exc.message.lower():
             return None

@@ -7,7 +7,8 @@ import logging
 
 import gevent.event
 
-from synch.ami import AmiClient, AmiError
+from synch.ami import AmiError
+from synch.ami.client import AmiClient
 from synch.metrics import Metrics
 
 log = logging.getLogger("synch")

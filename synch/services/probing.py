@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 import gevent.event
 
-from synch.ami import AmiClient, probe_once
+from synch.ami import probe_once
+from synch.ami.client import AmiClient
 from synch.config import Settings
 from synch.metrics import Metrics
 from synch.probe import ProbeMonitor, ProbeResult

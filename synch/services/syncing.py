@@ -11,7 +11,7 @@ from collections.abc import Callable
 import gevent.event
 import gevent.lock
 
-from synch.ami import AmiClient
+from synch.ami.client import AmiClient
 from synch.config import Settings
 from synch.dialplan.sync import DialplanStage
 from synch.metrics import Metrics

@@ -5,9 +5,9 @@ selected here, the way synch.sync.filter describes)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from synch.ami import AmiError, core_status, get_config
+from synch.ami.actions import core_status, get_config
+from synch.ami.message import AmiError, AmiLike
 from synch.sync.filter import (
     Selector,
     central_filter,
@@ -20,9 +20,6 @@ from synch.sync.model import ConfigFile, ConfigParseError
 from synch.sync.outcome import SyncFailed
 from synch.sync.plan import accounts
 from synch.sync.policy import without_dropped
-
-if TYPE_CHECKING:
-    from synch.sync.job import AmiLike
 
 PJSIP_FILES = ("pjsip.endpoint.conf", "pjsip.aor.conf", "pjsip.auth.conf")
 
@@ -42,7 +39,7 @@ class CentralSource:
 
     def mark(self) -> str | None:
         """The central's last reload time: unchanged means nothing to fetch (FACTS: CoreStatus)."""
-        status = core_status(self.central)  # type: ignore[arg-type]
+        status = core_status(self.central)
         date, when = status.get("CoreReloadDate"), status.get("CoreReloadTime")
         return f"{date} {when}" if date and when else None
 
@@ -80,7 +77,7 @@ class CentralSource:
 
     def _get(self, filename: str, pushed: str | None, names: set[str] | None = None) -> ConfigFile:
         try:
-            reply = get_config(self.central, filename, pushed)  # type: ignore[arg-type]
+            reply = get_config(self.central, filename, pushed)
         except AmiError as exc:
             raise SyncFailed(f"central {filename}: {exc}") from exc
         try:

@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
 
-from synch.ami import AmiError, AmiReply, reload_module
+from synch.ami.actions import reload_module
+from synch.ami.message import AmiError, AmiLike
 from synch.config import Settings
 from synch.gitlog import ConfigHistory, HistoryError
 from synch.sync.conftext import parse_conf_text
@@ -37,16 +37,6 @@ RELOAD_MODULE = {"sip": "chan_sip.so", "pjsip": "res_pjsip.so"}
 __all__ = ["AmiLike", "SyncFailed", "SyncJob"]
 
 
-class AmiLike(Protocol):
-    """What the job needs of an AMI client (synch.ami.AmiClient, or a test double)."""
-
-    name: str
-
-    def action(
-        self, action: str, headers: dict[str, str] | None = None, timeout: float | None = None
-    ) -> AmiReply: ...
-
-    def close(self) -> None: ...
 
 
 class SyncJob:
@@ -282,7 +272,7 @@ class SyncJob:
         stage_modules = (module for stage in self.stages for module in stage.reload_modules)
         for module in (RELOAD_MODULE[self.mode], *stage_modules):
             try:
-                reload_module(self.branch, module)  # type: ignore[arg-type]
+                reload_module(self.branch, module)
             except AmiError as exc:
                 raise SyncFailed(f"reload failed: {module} on the branch: {exc}") from exc
         self.store.reloaded()

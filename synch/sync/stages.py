@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+from synch.ami.message import AmiLike
 from synch.sync.model import ConfigFile
-
-if TYPE_CHECKING:
-    from synch.sync.job import AmiLike
 
 
 class StageFailed(Exception):

@@ -104,6 +104,11 @@ def test_a_reply_over_the_cap_is_refused_with_a_clear_error(tmp_path: Path) -> N
     # A 3 MB GetConfig against a 1 MB cap; Ping and CoreStatus are answered as Asterisk would.
     with hostile_central({"getconfig": large_reply(3 * 1024 * 1024)}) as port:
         synch = synch_against(port, tmp_path, amiremote={"maxreplymb": 1})
+        # The cap, not the deadline, must end the GetConfig: give a busy machine time to
+        # read the first megabyte (0.5 s was sometimes too short under load).
+        synch.config["probemonitor"]["interval"] = 3.0
+        synch.config["amiremote"]["timeout"] = 3.0
+        synch.write_config()
         synch.start()
         try:
             last = wait_until(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from synch.ami import AmiClient
+from synch.ami.client import AmiClient
 from tests.lab.ports import free_port
 
 SECRET = "Tr0ub4dor"

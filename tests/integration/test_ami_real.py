@@ -1,58 +1,36 @@
 """synch.ami against a real Asterisk 22 (the lab chroot).
 
 The client runs monkey-patched in a subprocess, as in the daemon (see tests/unit/fake_ami.py).
-One central serves the read-only cases; the crash and freeze cases get their own instance.
+One central (the configs of tests/helpers/record_ami.py) serves the read-only cases and checks
+that the recorded transcripts the unit tests replay are still what it answers; the crash and
+freeze cases get their own instance.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.helpers.record_ami import CONFIGS, PING_ONLY_USER, record_all
+from tests.integration import ami_real_scenarios as scenarios
 from tests.lab.asterisk import AsteriskInstance, new_instance
-from tests.unit.fake_ami import PatchedScript, run_patched
+from tests.unit.ami_transcripts import Transcript, format_request, load
+from tests.unit.fake_ami import Scenario, ScenarioScript, run_scenario
 
 pytestmark = pytest.mark.asterisk
 
 Factory = Callable[..., AsteriskInstance]
 
-TEST_CONF = r"""[general]
-allow=ulaw
-allow=alaw
-setvar=A=B
-note=semi\;colon ; a comment
-x => y
-
-[tpl](!)
-context=from-internal
-accountcode=HeadOffice
-
-[1001](tpl)
-type=friend
-secret=s1001
-callerid=Alice <1001>
-
-[1002](tpl)
-type=friend
-accountcode=DevOps
-
-[1003]
-type=friend
-accountcode=HeadOffice
-"""
-
-PING_ONLY_USER = "[pingonly]\nsecret = pingonly-secret\nread = system\nwrite =\n"
-
 
 @pytest.fixture(scope="module")
 def central(lab: Path) -> Iterator[AsteriskInstance]:
-    inst = new_instance(
-        "ami-central", configs={"test.conf": TEST_CONF}, manager_users=PING_ONLY_USER
-    )
+    inst = new_instance("ami-central", configs=dict(CONFIGS), manager_users=PING_ONLY_USER)
     try:
         inst.start()
         yield inst
@@ -64,39 +42,56 @@ def creds(inst: AsteriskInstance, **extra: object) -> dict[str, object]:
     return {"user": inst.ami_user, "secret": inst.ami_secret, **extra}
 
 
-def run(inst: AsteriskInstance, body: str, **extra: object) -> dict[str, object]:
-    prelude = """
-    def central(**kw):
-        kw.setdefault("timeout", 4.0)
-        return AmiClient(HOST, PORT, ARGS["user"], ARGS["secret"], **kw)
-    """
-    return run_patched(prelude + body, inst.ami_port, creds(inst, **extra), host=inst.ami_host)
+def run(inst: AsteriskInstance, scenario: Scenario) -> dict[str, Any]:
+    return run_scenario(scenario, inst.ami_port, creds(inst), host=inst.ami_host)
+
+
+def script(inst: AsteriskInstance, scenario: Scenario) -> ScenarioScript:
+    return ScenarioScript(scenario, inst.ami_port, creds(inst), host=inst.ami_host)
+
+
+# Values that differ from one run to the next: compared by key only.
+VOLATILE = {
+    "timestamp", "corestartupdate", "corestartuptime", "corereloaddate", "corereloadtime",
+    "coreprocessedcalls",
+}  # fmt: skip
+
+
+def normalised(transcript: Transcript) -> list[object]:
+    """A transcript without its run-to-run differences (times, a module's use count)."""
+
+    def answer(data: bytes) -> list[str]:
+        lines = []
+        for line in data.decode().split("\r\n"):
+            key, colon, value = line.partition(": ")
+            if key.lower() in VOLATILE:
+                value = "*"
+            elif key == "Output":
+                value = re.sub(r"\s+", " ", re.sub(r"\d+", "N", value))
+            lines.append(f"{key}{colon}{value}")
+        return lines
+
+    return [transcript.greeting] + [
+        (format_request(e.request), answer(e.answer), e.closed) for e in transcript.exchanges
+    ]
+
+
+def test_the_recorded_transcripts_are_what_asterisk_answers(central: AsteriskInstance) -> None:
+    """tests/fixtures/ami, which the unit tests replay, against the lab's Asterisk now.
+    If this fails after an Asterisk upgrade, re-record (tests/helpers/record_ami.py)."""
+    for fresh in record_all(central):
+        assert normalised(fresh) == normalised(load(fresh.name)), fresh.name
 
 
 def test_ping_and_probe(central: AsteriskInstance) -> None:
-    out = run(
-        central,
-        """
-    c = central()
-    out["ping"] = attempt(c.ping)
-    out["connected"] = c.connected
-    out["probe"] = probe_once(c)
-    """,
-    )
+    out = run(central, scenarios.ping_and_probe)
     assert out["ping"]["ok"], out
     assert out["connected"] is True
     assert out["probe"][0] == "success"
 
 
 def test_wrong_password_is_a_failure_answer_after_the_penalty(central: AsteriskInstance) -> None:
-    out = run(
-        central,
-        """
-    c = AmiClient(HOST, PORT, ARGS["user"], "not-the-secret", timeout=4)
-    out["ping"] = attempt(c.ping)
-    out["probe"] = probe_once(c)
-    """,
-    )
+    out = run(central, scenarios.wrong_password)
     assert out["ping"]["type"] == "AmiResponseError"
     assert out["ping"]["message"] == "Authentication failed"
     # Asterisk sleeps 1 s before refusing: a probe timeout must leave room for it.
@@ -105,18 +100,7 @@ def test_wrong_password_is_a_failure_answer_after_the_penalty(central: AsteriskI
 
 
 def test_get_config_keeps_order_duplicates_and_whole_values(central: AsteriskInstance) -> None:
-    out = run(
-        central,
-        """
-    c = central()
-    out["all"] = attempt(lambda: get_config(c, "test.conf"))
-    out["filtered"] = attempt(lambda: get_config(c, "test.conf", "accountcode=^HeadOffice$"))
-    out["templates"] = attempt(lambda: get_config(c, "test.conf", templates=True))
-    out["none"] = attempt(lambda: get_config(c, "test.conf", "accountcode=^Nobody$"))
-    out["no_cat"] = attempt(lambda: c.action("GetConfig", {"Filename": "test.conf",
-                                                           "Category": "nope"}))
-    """,
-    )
+    out = run(central, scenarios.get_configs)
     headers = [tuple(h) for h in out["all"]["value"]["headers"]]
     assert headers[0] == ("Response", "Success")
     assert headers[2:8] == [
@@ -154,17 +138,7 @@ def test_get_config_keeps_order_duplicates_and_whole_values(central: AsteriskIns
 
 
 def test_get_config_errors_name_the_problem(central: AsteriskInstance) -> None:
-    out = run(
-        central,
-        """
-    c = central()
-    out["missing"] = attempt(lambda: get_config(c, "no-such-file.conf"))
-    weak = AmiClient(HOST, PORT, "pingonly", "pingonly-secret", timeout=4)
-    out["weak_ping"] = attempt(weak.ping)
-    out["weak_get"] = attempt(lambda: get_config(weak, "test.conf"))
-    out["after"] = attempt(c.ping)
-    """,
-    )
+    out = run(central, scenarios.get_config_errors)
     assert out["missing"]["type"] == "AmiResponseError"
     assert out["missing"]["message"] == "Config file not found"
     assert out["after"]["ok"], "an error answer does not spoil the session"
@@ -176,16 +150,7 @@ def test_get_config_errors_name_the_problem(central: AsteriskInstance) -> None:
 
 
 def test_core_status_and_reload(central: AsteriskInstance) -> None:
-    out = run(
-        central,
-        """
-    c = central()
-    out["before"] = core_status(c)
-    out["reload"] = attempt(lambda: reload_module(c, "res_pjsip.so"))
-    out["chan_sip"] = attempt(lambda: reload_module(c, "chan_sip.so"))
-    out["after"] = core_status(c)
-    """,
-    )
+    out = run(central, scenarios.status_and_reload)
     for key in ("CoreReloadDate", "CoreReloadTime", "CoreCurrentCalls", "CoreStartupTime"):
         assert key in out["before"], key
     assert "Response" not in out["before"]
@@ -199,33 +164,21 @@ def test_killed_central_is_a_transport_error_and_the_client_reconnects(
     asterisk_factory: Factory,
 ) -> None:
     inst = asterisk_factory("ami-crash")
-    script = PatchedScript(
-        """
-        c = AmiClient(HOST, PORT, ARGS["user"], ARGS["secret"], timeout=3)
-        step(attempt(c.ping))          # 1: a live session
-        step(attempt(c.ping))          # 2: Asterisk was killed meanwhile
-        step(attempt(c.ping))          # 3: still down
-        out["restarted"] = attempt(c.ping)
-        out["status"] = attempt(lambda: core_status(c))
-        """,
-        inst.ami_port,
-        creds(inst),
-        host=inst.ami_host,
-    )
+    steps = script(inst, scenarios.ping_across_a_crash)
     try:
-        assert script.next()["ok"]  # type: ignore[index]
+        assert steps.next()["ok"]  # type: ignore[index]
         inst.kill()
-        script.go()
-        broken = script.next()
+        steps.go()
+        broken = steps.next()
         assert broken["type"] == "AmiTransportError", broken  # type: ignore[index]
-        script.go()
-        down = script.next()
+        steps.go()
+        down = steps.next()
         assert down["type"] == "AmiTransportError", down  # type: ignore[index]
         assert "cannot connect" in down["error"]  # type: ignore[index]
         inst.start()
-        final = script.finish()
+        final = steps.finish()
     finally:
-        script.kill()
+        steps.kill()
     assert final["restarted"]["ok"], final  # type: ignore[index]
     assert final["status"]["ok"]  # type: ignore[index]
 
@@ -234,28 +187,18 @@ def test_frozen_central_times_out_and_the_session_is_replaced(asterisk_factory: 
     """SIGSTOP: the TCP connection stays up, nothing answers (a hung central or a dead WAN)."""
     inst = asterisk_factory("ami-freeze")
     assert inst.pid is not None
-    script = PatchedScript(
-        """
-        c = AmiClient(HOST, PORT, ARGS["user"], ARGS["secret"], timeout=1)
-        step(attempt(c.ping))
-        step(attempt(c.ping))
-        out["thawed"] = attempt(c.ping)
-        """,
-        inst.ami_port,
-        creds(inst),
-        host=inst.ami_host,
-    )
+    steps = script(inst, scenarios.ping_across_a_freeze)
     try:
-        assert script.next()["ok"]  # type: ignore[index]
+        assert steps.next()["ok"]  # type: ignore[index]
         os.kill(inst.pid, signal.SIGSTOP)
         try:
-            script.go()
-            frozen = script.next()
+            steps.go()
+            frozen = steps.next()
         finally:
             os.kill(inst.pid, signal.SIGCONT)
         assert frozen["type"] == "AmiTransportError", frozen  # type: ignore[index]
         assert "no answer within 1 s" in frozen["error"]  # type: ignore[index]
-        final = script.finish()
+        final = steps.finish()
     finally:
-        script.kill()
+        steps.kill()
     assert final["thawed"]["ok"], final  # type: ignore[index]

@@ -266,7 +266,7 @@ from gevent import monkey
 monkey.patch_all()
 import json, sys
 from collections import Counter
-from synch.ami import AmiClient
+from synch.ami.client import AmiClient
 from synch.config import load_settings
 from synch.sync.job import SyncJob
 

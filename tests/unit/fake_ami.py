@@ -1,9 +1,11 @@
 """A scriptable loopback AMI server for edge cases a real Asterisk will not produce on demand.
 
 Runs in plain threads inside the test process (pytest is not monkey-patched); the client under
-test runs elsewhere (a subprocess that patches first). Each accepted connection is handed to a
-handler `handler(conn)`; `serve_asterisk` behaves like Asterisk 22 for the actions synch uses,
-and tests compose their own misbehaving handlers from the `FakeConnection` helpers.
+test runs elsewhere (a subprocess that patches first: `run_scenario`, `run_patched`). Each
+accepted connection is handed to a handler `handler(conn)`: tests/unit/ami_transcripts.py
+replays what a real Asterisk 22 sent, `serve_asterisk` imitates it for the actions synch
+uses, and tests compose their own misbehaving handlers from the `FakeConnection` helpers.
+`FakePeer` serves one socketpair instead, for a session driven in the test process.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
 
@@ -44,7 +47,7 @@ class FakeAction:
 
 
 class FakeConnection:
-    def __init__(self, server: FakeAmi, sock: socket.socket, index: int):
+    def __init__(self, server: FakeAmi | FakePeer, sock: socket.socket, index: int):
         self.server = server
         self.sock = sock
         self.index = index  # 0 for the first connection the server accepted
@@ -256,6 +259,43 @@ class FakeAmi:
                 sock.close()
 
 
+class FakePeer:
+    """One connection over a socketpair, its server side run by `handler` in a thread: for a
+    session (`synch.ami.session._Session.start(peer.client)`) driven in the test process."""
+
+    def __init__(self, handler: Handler):
+        self.lock = threading.Lock()
+        self.actions: list[FakeAction] = []
+        self.errors: list[BaseException] = []
+        self.client, server = socket.socketpair()
+        self._conn = FakeConnection(self, server, 0)
+        self._thread = threading.Thread(target=self._serve, args=(handler,), daemon=True)
+        self._thread.start()
+
+    def _serve(self, handler: Handler) -> None:
+        try:
+            handler(self._conn)
+        except (OSError, ValueError) as exc:  # the client went away mid-script
+            with self.lock:
+                self.errors.append(exc)
+
+    def actions_named(self, name: str) -> list[FakeAction]:
+        with self.lock:
+            return [a for a in self.actions if a.name.lower() == name.lower()]
+
+    def close(self) -> None:
+        """Close the server side and wait for the handler to end."""
+        self._conn.close()
+        self._thread.join(timeout=10)
+        self.client.close()
+
+    def __enter__(self) -> FakePeer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 # -- the client side: synch.ami only works monkey-patched, pytest is not --------------------
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
@@ -266,6 +306,7 @@ monkey.patch_all()
 import json, sys, threading, time
 import gevent
 from synch.ami import *
+from synch.ami.client import *
 from synch.ami import parse_reply
 HOST, PORT = sys.argv[1], int(sys.argv[2])
 ARGS = json.loads(sys.argv[3])
@@ -327,6 +368,41 @@ def run_patched(
     return result
 
 
+SCENARIO_RUNNER = """
+from gevent import monkey
+monkey.patch_all()
+import importlib, json, sys
+scenario = getattr(importlib.import_module(sys.argv[1]), sys.argv[2])
+out = scenario(sys.argv[3], int(sys.argv[4]), json.loads(sys.argv[5]))
+print(json.dumps(out, default=repr))
+"""
+
+Scenario = Callable[[str, int, Any], dict[str, Any]]
+
+
+def run_scenario(
+    scenario: Scenario, port: int, args: object = None, host: str = "127.0.0.1", timeout: float = 60
+) -> dict[str, Any]:
+    """Run `scenario(host, port, args)`, a function of a module under tests/, in a fresh
+    interpreter that patches first, as the daemon does; returns what it returns (as JSON)."""
+    import json
+    import subprocess
+    import sys
+
+    argv = [scenario.__module__, scenario.__name__, host, str(port), json.dumps(args)]
+    proc = subprocess.run(
+        [sys.executable, "-c", SCENARIO_RUNNER, *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(),
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, f"{scenario.__name__} failed:\n{proc.stderr}"
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
 class PatchedScript:
     """A client script run step by step: each `step(value)` in it is one `next()` here, and
     the script waits for `go()` before going on (e.g. while the test kills the server)."""
@@ -375,3 +451,24 @@ class PatchedScript:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.communicate()
+
+
+class ScenarioScript(PatchedScript):
+    """A scenario (see run_scenario) run step by step: each `step(value)` in it
+    (ami_client_scenarios.step) is one `next()` here, and it waits for `go()`."""
+
+    def __init__(self, scenario: Scenario, port: int, args: object = None, host: str = "127.0.0.1"):
+        import json
+        import subprocess
+        import sys
+
+        argv = [scenario.__module__, scenario.__name__, host, str(port), json.dumps(args)]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SCENARIO_RUNNER, *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+            cwd=REPO,
+        )

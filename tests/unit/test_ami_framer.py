@@ -3,7 +3,8 @@
 pyst2's `Manager._receive_data` is run on the same bytes (through an in-memory socket) as the
 reference; the framer is fed the bytes cut at random places. Every message must come out the
 same, and a message the framer parsed itself must parse to what `parse_reply` makes of pyst2's
-lines."""
+lines. The bytes are made of pieces chosen to hit pyst2's rules, and the recorded transcripts
+of a real Asterisk 22 (tests/fixtures/ami)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ import io
 import threading
 from typing import Any
 
+import pytest
 from asterisk import manager as pyst2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from synch.ami import _Framer, _Reply, parse_reply
+from synch.ami import parse_reply
+from synch.ami.framing import _Framer, _Reply
+from tests.unit.ami_transcripts import FIXTURES, dumps, load
 
 
 class _Queue:
@@ -45,13 +49,8 @@ def pyst2_messages(data: bytes) -> tuple[str | None, list[Any]]:
     return manager.title, list(manager._message_queue.items)
 
 
-class _Session:
-    title: str | None = None
-
-
 def framer_messages(data: bytes, cuts: list[int]) -> tuple[str | None, list[Any]]:
-    session = _Session()
-    framer = _Framer(session)  # type: ignore[arg-type]
+    framer = _Framer()
     out: list[Any] = []
     pos = 0
     for cut in sorted(cuts):
@@ -60,7 +59,7 @@ def framer_messages(data: bytes, cuts: list[int]) -> tuple[str | None, list[Any]
     out += framer.feed(data[pos:])
     out += framer.feed_eof()
     out.append(None)  # pyst2 queues None at EOF
-    return session.title, out
+    return framer.title, out
 
 
 GREETING = b"Asterisk Call Manager/11.0.0\r\n"
@@ -150,3 +149,34 @@ def test_a_big_getconfig_reply_takes_the_fast_path() -> None:
         + b"\r\n"
     )
     assert assert_same(body, [5, 100, 1000, 5000]) == 1
+
+
+# -- recorded transcripts (tests/fixtures/ami): what a real Asterisk 22 sent ---------------
+
+TRANSCRIPTS = sorted(path.stem for path in FIXTURES.glob("*.ami"))
+
+
+def test_transcripts_load_as_recorded() -> None:
+    """The fixture files load and dump back unchanged (no line end was converted)."""
+    for name in TRANSCRIPTS:
+        transcript = load(name)
+        assert dumps(transcript) == (FIXTURES / f"{name}.ami").read_bytes(), name
+        assert transcript.greeting == GREETING
+        for exchange in transcript.exchanges:
+            assert exchange.answer.endswith(b"\r\n\r\n"), (name, exchange.request)
+
+
+@pytest.mark.parametrize("name", TRANSCRIPTS)
+def test_recorded_transcripts_frame_like_pyst2(name: str) -> None:
+    data = load(name).server_bytes()
+    plain = data.count(b"\r\n\r\n") - data.count(b"No categories found\r\n")
+    for step in (len(data), 1000, 7):  # whole, in chunks, in tiny pieces
+        assert assert_same(data, list(range(step, len(data), step))) == plain, step
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_recorded_transcripts_cut_anywhere_frame_like_pyst2(data: st.DataObject) -> None:
+    stream = load(data.draw(st.sampled_from(TRANSCRIPTS))).server_bytes()
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=40))
+    assert_same(stream, cuts)
