@@ -484,6 +484,18 @@ def test_read_only_directory_fails_and_writes_nothing(
 # -- SIGKILL at random points of a sync ----------------------------------------------------------
 
 
+def group_alive(group: int) -> bool:
+    """Some process of process group `group` still runs (zombies aside)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            return True
+    return False
+
+
 def stamp(path: Path) -> tuple[int, int] | None:
     """Identifies one version of a file that is replaced by rename (None: no file)."""
     try:
@@ -528,8 +540,10 @@ def test_sync_killed_at_random_points_leaves_old_or_new_file_and_sound_git(
         current = texts.index(synch.file.read_text())
         use(1 - current)  # always something to write
         before = stamp(journal)  # a killed round may have left it: wait for a new one
+        # Its own process group: the kill takes its git children too, as systemd's kill of
+        # the service's cgroup would (a git left running would race with the fsck below).
         proc = subprocess.Popen(synch.proc.command("sync"), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+                                stderr=subprocess.DEVNULL, start_new_session=True)
         # The point is a kill at an arbitrary moment: half the rounds anywhere in the run,
         # half within the write/commit/reload phase, which starts with the journal.
         if round_ % 2:
@@ -542,8 +556,10 @@ def test_sync_killed_at_random_points_leaves_old_or_new_file_and_sound_git(
             time.sleep(rng.uniform(0, 0.25))
         else:
             time.sleep(rng.uniform(0.1, 1.0) * span)
-        proc.send_signal(signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        group = proc.pid
+        wait_until(lambda: not group_alive(group), 10, message="the killed sync's git ends")
         text = synch.file.read_text()
         where = f"round {round_} (seed {seed})"
         assert text in texts, f"{where}: a mix of old and new"
