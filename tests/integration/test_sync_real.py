@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -484,16 +485,16 @@ def test_read_only_directory_fails_and_writes_nothing(
 # -- SIGKILL at random points of a sync ----------------------------------------------------------
 
 
-def group_alive(group: int) -> bool:
-    """Some process of process group `group` still runs (zombies aside)."""
+def group_gone(group: int) -> bool:
+    """No process of process group `group` runs any more (zombies aside)."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         if int(fields[2]) == group and fields[0] != "Z":
-            return True
-    return False
+            return False
+    return True
 
 
 def stamp(path: Path) -> tuple[int, int] | None:
@@ -558,8 +559,7 @@ def test_sync_killed_at_random_points_leaves_old_or_new_file_and_sound_git(
             time.sleep(rng.uniform(0.1, 1.0) * span)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        group = proc.pid
-        wait_until(lambda: not group_alive(group), 10, message="the killed sync's git ends")
+        wait_until(partial(group_gone, proc.pid), 10, message="the killed sync's git ends")
         text = synch.file.read_text()
         where = f"round {round_} (seed {seed})"
         assert text in texts, f"{where}: a mix of old and new"
