@@ -24,7 +24,7 @@ from synch.config import Settings
 from synch.control.protocol import ControlProtocol, StatusSnapshot
 from synch.control.server import ControlServer
 from synch.dns.server import DnsServers, DnsService
-from synch.dns.zone import ZoneView, next_serial
+from synch.dns.state import DnsState
 from synch.limits import connection_budget
 from synch.metrics import Metrics
 from synch.metrics_http import MetricsHttpServer
@@ -51,9 +51,8 @@ class Daemon:
         self.service = ServiceControl(automatic=Service(settings.dnsservice.defaultstate))
         self.service.listeners.append(self._on_service_change)
         self.sync_state = SyncState.INIT
-        # The SOA serial must grow across restarts too: it follows the clock.
-        self.serial = next_serial(0)
-        self._zone_view = self._make_zone_view()
+        # What the DNS answers (target, SOA serial): follows every service change.
+        self.dns_state = DnsState(settings.dnsservice, self.service.current)
         self.started_at = time.time()
         self.last_probe: dict[str, Any] = {}
         self.probe_counts = {r.value: 0 for r in ProbeResult}
@@ -84,7 +83,7 @@ class Daemon:
         # Every listener's pool fits in the descriptor limit, with room for everything else.
         budget = connection_budget()
         ds = settings.dnsservice
-        self.dns = DnsService(ds, self.zone_view, self.metrics)
+        self.dns = DnsService(ds, lambda: self.dns_state.view, self.metrics)
         self._dns_servers = DnsServers(
             self.dns, ds.listenaddress, ds.port, budget.dns_forward, budget.dns_tcp
         )
@@ -100,20 +99,8 @@ class Daemon:
 
     # -- state --------------------------------------------------------------------------------
 
-    def zone_view(self) -> ZoneView:
-        # Called for every DNS answer: the same object until the state changes.
-        return self._zone_view
-
-    def _make_zone_view(self) -> ZoneView:
-        ds = self.settings.dnsservice
-        failover = self.service.current is Service.FAILOVER
-        return ZoneView(
-            target=ds.targetfailover if failover else ds.targetnormal, serial=self.serial
-        )
-
     def _on_service_change(self, old: Service, new: Service) -> None:
-        self.serial = next_serial(self.serial)
-        self._zone_view = self._make_zone_view()
+        self.dns_state.follow(new)
         if new is Service.FAILOVER:
             self.failovers += 1
             self.metrics.failovers.inc()
@@ -129,7 +116,7 @@ class Daemon:
             new.value,
             forced,
             self.settings.dnsservice.fqdn,
-            self.zone_view().target,
+            self.dns_state.view.target,
         )
         self._notifier.status(self._status_line())
 
@@ -155,8 +142,8 @@ class Daemon:
             "Service": self.service.current.value,
             "Forced": self.service.forced is not None,
             "DnsName": ds.fqdn,
-            "DnsTarget": self.zone_view().target,
-            "SoaSerial": self.serial,
+            "DnsTarget": self.dns_state.view.target,
+            "SoaSerial": self.dns_state.view.serial,
             "Ok": self.monitor.ok,
             "Points": self.monitor.points,
             "Probes": dict(self.probe_counts),
@@ -369,7 +356,7 @@ class Daemon:
             __version__,
             self.service.current.value,
             self.settings.dnsservice.fqdn,
-            self.zone_view().target,
+            self.dns_state.view.target,
             self._probe_client_name(),
         )
         self._notifier.ready(self._status_line())

@@ -45,6 +45,7 @@ from gevent.pool import Pool
 from synch.config import DnsSettings
 from synch.dns.acl import ClientAcl, RateLimiter
 from synch.dns.forward import HEADER_LEN, Forwarder, question_end, recv_exactly
+from synch.dns.state import ZoneView
 from synch.dns.zone import (
     DROP,
     FORMERR,
@@ -55,7 +56,6 @@ from synch.dns.zone import (
     NXDOMAIN,
     REFUSED,
     ZoneResolver,
-    ZoneView,
     error_reply,
     fit_udp,
 )

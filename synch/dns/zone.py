@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -46,6 +45,7 @@ from dnslib import (
 from dnslib import EDNS0 as Edns0
 
 from synch.config import DnsSettings
+from synch.dns.state import ZoneView
 
 log = logging.getLogger("synch.dns")
 
@@ -65,20 +65,6 @@ FORMERR = "formerr"
 REFUSED = "refused"
 FORWARD = "forward"
 DROP = "drop"
-
-
-@dataclass(frozen=True)
-class ZoneView:
-    """What the zone's answers depend on besides the settings."""
-
-    target: str
-    serial: int
-
-
-def next_serial(previous: int, now: float | None = None) -> int:
-    """A serial for a state change: grows on every call, and across restarts (time based)."""
-    now_s = int(time.time() if now is None else now)
-    return max(previous + 1, now_s) % 2**32
 
 
 def to_name(name: str | DNSLabel) -> Name:

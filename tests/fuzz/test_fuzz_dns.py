@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from synch.config import DnsSettings
 from synch.dns.server import DnsServers, DnsService
-from synch.dns.zone import ZoneView
+from synch.dns.state import ZoneView
 from synch.metrics import Metrics
 from tests.fuzz.budget import fuzz
 

@@ -20,7 +20,7 @@ import gevent.event
 
 from synch.config import DnsSettings, Endpoint
 from synch.dns.server import DnsServers, DnsService
-from synch.dns.zone import ZoneView
+from synch.dns.state import ZoneView
 from synch.metrics import DNS_ANSWERS, Metrics
 
 

@@ -28,7 +28,7 @@ from gevent import socket as gsocket
 
 from synch.config import DnsSettings, Endpoint
 from synch.dns.server import DnsServers, DnsService
-from synch.dns.zone import ZoneView
+from synch.dns.state import ZoneView
 from synch.metrics import Metrics
 from tests.lab.dnsmasq import Dnsmasq, SilentUdpServer
 

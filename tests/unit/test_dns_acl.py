@@ -13,7 +13,7 @@ from synch.config import DEFAULT_DNS_ALLOW, ConfigError, DnsSettings, parse_sett
 from synch.dns.acl import ClientAcl, RateLimiter, client_address, parse_network
 from synch.dns.forward import Forwarder
 from synch.dns.server import DnsService, refused_for
-from synch.dns.zone import ZoneView
+from synch.dns.state import ZoneView
 from synch.metrics import Metrics
 
 OUTSIDER = "203.0.113.9"  # documentation range: only ever a string here, never contacted

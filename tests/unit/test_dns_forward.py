@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from synch.config import DnsSettings, Endpoint
 from synch.dns.forward import Forwarder, reply_matches
 from synch.dns.server import DnsService
-from synch.dns.zone import ZoneView
+from synch.dns.state import ZoneView
 from synch.metrics import Metrics
 
 TIMEOUT = 0.3  # short: silent upstreams cost this much per test

@@ -6,6 +6,7 @@ import pytest
 from dnslib import CLASS, EDNS0, OPCODE, QTYPE, RCODE, DNSQuestion, DNSRecord
 
 from synch.config import DnsSettings
+from synch.dns.state import DnsState, ZoneView, next_serial
 from synch.dns.zone import (
     FORMERR,
     FORWARD,
@@ -14,10 +15,9 @@ from synch.dns.zone import (
     NXDOMAIN,
     REFUSED,
     ZoneResolver,
-    ZoneView,
     fit_udp,
-    next_serial,
 )
+from synch.states import Service
 
 NORMAL = "10.0.0.254"
 FAILOVER = "192.168.1.10"
@@ -287,3 +287,32 @@ def test_an_empty_domain_is_rejected() -> None:
 
     with pytest.raises(ValueError, match="domain"):
         ZoneResolver(replace(SETTINGS, domain="."), State())
+
+
+# -- the state the zone follows ------------------------------------------------------------
+
+
+def test_state_starts_on_the_target_of_the_service_state() -> None:
+    for service, target in (
+        (Service.INIT, NORMAL),
+        (Service.NORMAL, NORMAL),
+        (Service.FAILOVER, FAILOVER),
+    ):
+        assert DnsState(SETTINGS, service, serial=5).view == ZoneView(target, 5)
+    from_clock = DnsState(SETTINGS, Service.INIT, clock=lambda: 1_700_000_000)
+    assert from_clock.view.serial == 1_700_000_000  # grows across restarts too
+
+
+def test_state_follows_every_change_with_a_new_view_and_a_grown_serial() -> None:
+    state = DnsState(SETTINGS, Service.INIT, serial=10, clock=lambda: 0)
+    first = state.view
+    assert state.follow(Service.NORMAL) == ZoneView(NORMAL, 11)  # same target, new serial
+    assert state.follow(Service.FAILOVER) is state.view == ZoneView(FAILOVER, 12)
+    assert state.follow(Service.NORMAL) == ZoneView(NORMAL, 13)
+    assert first == ZoneView(NORMAL, 10)  # views are replaced, never changed
+
+
+def test_state_following_the_same_service_changes_nothing() -> None:
+    state = DnsState(SETTINGS, Service.FAILOVER, serial=10, clock=lambda: 0)
+    view = state.view
+    assert state.follow(Service.FAILOVER) is view
