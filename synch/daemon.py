@@ -23,7 +23,8 @@ from synch.ami import AmiError, client_for, probe_once
 from synch.config import Settings
 from synch.control.protocol import ControlProtocol, StatusSnapshot
 from synch.control.server import ControlServer
-from synch.dns.server import DnsServers, DnsService
+from synch.dns.server import DnsServers
+from synch.dns.service import DnsService
 from synch.dns.state import DnsState
 from synch.limits import connection_budget
 from synch.metrics import Metrics
@@ -83,7 +84,7 @@ class Daemon:
         # Every listener's pool fits in the descriptor limit, with room for everything else.
         budget = connection_budget()
         ds = settings.dnsservice
-        self.dns = DnsService(ds, lambda: self.dns_state.view, self.metrics)
+        self.dns = DnsService(ds, self.dns_state, self.metrics)
         self._dns_servers = DnsServers(
             self.dns, ds.listenaddress, ds.port, budget.dns_forward, budget.dns_tcp
         )
@@ -346,6 +347,7 @@ class Daemon:
             except OSError as exc:
                 self._stop_servers()
                 raise StartupError(f"cannot listen for {what}: {exc.strerror or exc}") from exc
+        self._spawn(self._dns_servers.serve_udp)
         self._spawn(self._probe_loop)
         self._spawn(self._sync_loop)
         self._spawn(self._branch_check_loop)

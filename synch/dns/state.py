@@ -4,7 +4,7 @@ Pure: no sockets, no greenlets. `DnsState` is the one source of truth for it:
 
     state = DnsState(settings.dnsservice, service_control.current)   # at start
     service_control.listeners.append(lambda old, new: state.follow(new))
-    DnsService(settings.dnsservice, lambda: state.view, metrics)      # reads the view
+    DnsService(settings.dnsservice, state, metrics)                   # reads state.view
 
 - `state.view` is the current `ZoneView` (target, serial). It is replaced, never mutated, on
   every change, so whoever keeps something derived from it (the zone's records, the fast

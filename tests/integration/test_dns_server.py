@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,11 @@ from dnslib import QTYPE, RCODE, DNSRecord
 from gevent import socket as gsocket
 
 from synch.config import DnsSettings, Endpoint
-from synch.dns.server import DnsServers, DnsService
-from synch.dns.state import ZoneView
+from synch.dns.server import DnsServers
+from synch.dns.service import DnsService
+from synch.dns.state import DnsState
 from synch.metrics import Metrics
+from synch.states import Service
 from tests.lab.dnsmasq import Dnsmasq, SilentUdpServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -393,16 +395,27 @@ def test_bind_failure_is_an_error_naming_the_address(start_dns: Callable[..., Dn
 # -- DnsServers in this process (gevent sockets, no monkey patching needed) --
 
 
+def _service(settings: DnsSettings) -> DnsService:
+    """The service, its SIP name answering NORMAL."""
+    settings = replace(settings, targetnormal=NORMAL)
+    return DnsService(settings, DnsState(settings, Service.NORMAL), Metrics())
+
+
+def _serving(servers: DnsServers) -> DnsServers:
+    """Bound, and the UDP loop spawned as its owner does."""
+    servers.start()
+    gevent.spawn(servers.serve_udp)
+    return servers
+
+
 def _in_process_servers(forward_pool_size: int, upstream_port: int) -> DnsServers:
     settings = DnsSettings(
         domain="example.local",
         forwarders=(Endpoint("127.0.0.1", upstream_port),),
         forwardtimeout=3.0,
     )
-    service = DnsService(settings, lambda: ZoneView(NORMAL, 1), Metrics())
-    servers = DnsServers(service, "127.0.0.1", 0, forward_pool_size=forward_pool_size)
-    servers.start()
-    return servers
+    service = _service(settings)
+    return _serving(DnsServers(service, "127.0.0.1", 0, forward_pool_size=forward_pool_size))
 
 
 def test_full_forward_pool_answers_servfail_at_once() -> None:
@@ -431,8 +444,7 @@ def test_bind_failure_raises_oserror_naming_address_and_protocol() -> None:
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     port = taken.getsockname()[1]
-    settings = DnsSettings(domain="example.local")
-    service = DnsService(settings, lambda: ZoneView(NORMAL, 1), Metrics())
+    service = _service(DnsSettings(domain="example.local"))
     try:
         with pytest.raises(OSError, match=rf"DNS cannot listen on 127\.0\.0\.1 TCP port {port}"):
             DnsServers(service, "127.0.0.1", port).start()
@@ -441,11 +453,8 @@ def test_bind_failure_raises_oserror_naming_address_and_protocol() -> None:
 
 
 def _tcp_servers(**kwargs: Any) -> DnsServers:
-    settings = DnsSettings(domain="example.local", allow=("127.0.0.0/8",))
-    service = DnsService(settings, lambda: ZoneView(NORMAL, 1), Metrics())
-    servers = DnsServers(service, "127.0.0.1", 0, **kwargs)
-    servers.start()
-    return servers
+    service = _service(DnsSettings(domain="example.local", allow=("127.0.0.0/8",)))
+    return _serving(DnsServers(service, "127.0.0.1", 0, **kwargs))
 
 
 def _tcp_client(port: int, source: str = "127.0.0.1") -> gsocket.socket:
