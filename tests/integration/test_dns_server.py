@@ -2,7 +2,8 @@
 
 The servers run in their own process (tests/integration/dns_server_app.py); the upstream is a
 real dnsmasq on loopback (tests/lab/dnsmasq.py) or a UDP socket that never answers. The state
-switch is the target file the app re-reads.
+switch is the target file the app re-reads. Last, the servers in this process: what only they
+show (pools, deadlines, the UDP loop's owner).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.pool
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 from gevent import socket as gsocket
@@ -436,6 +438,41 @@ def test_full_forward_pool_answers_servfail_at_once() -> None:
         client.close()
         servers.stop()
         silent.close()
+
+
+def _refusal(servers: DnsServers) -> str:
+    """Why `serve_udp`, spawned now, refuses to run ("" if it ran and returned)."""
+
+    def run() -> str:
+        try:
+            servers.serve_udp()
+        except RuntimeError as exc:
+            return str(exc)
+        return ""
+
+    return str(gevent.spawn(run).get(timeout=REPLY_TIMEOUT))
+
+
+def test_udp_loop_runs_in_the_callers_group_and_stop_ends_it() -> None:
+    servers = DnsServers(_service(DnsSettings(domain="example.local")), "127.0.0.1", 0)
+    assert "start() first" in _refusal(servers)
+    servers.start()
+    assert not servers.serving  # bound, TCP accepting; UDP waits for its loop
+    group = gevent.pool.Group()
+    loop = group.spawn(servers.serve_udp)
+    client = gsocket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.settimeout(REPLY_TIMEOUT)
+    try:
+        client.sendto(question("sip.example.local").pack(), ("127.0.0.1", servers.udp_port))
+        assert str(DNSRecord.parse(client.recvfrom(65535)[0]).rr[0].rdata) == NORMAL
+        assert servers.serving and servers.answers(REPLY_TIMEOUT)
+        assert "already running" in _refusal(servers)
+    finally:
+        client.close()
+        servers.stop()
+    assert loop.dead and loop.successful()
+    assert not servers.serving and not servers.answers(0.1)
+    assert _refusal(servers) == ""  # stopped: a loop spawned too late just returns
 
 
 def test_bind_failure_raises_oserror_naming_address_and_protocol() -> None:
