@@ -22,8 +22,9 @@ from synch.ami.client import client_for
 from synch.config import Settings
 from synch.control.protocol import ControlProtocol
 from synch.control.server import ControlServer
-from synch.dns.server import DnsServers, DnsService
-from synch.dns.zone import ZoneView, next_serial
+from synch.dns.server import DnsServers
+from synch.dns.service import DnsService
+from synch.dns.state import DnsState
 from synch.limits import connection_budget
 from synch.metrics import Metrics
 from synch.metrics_http import MetricsHttpServer
@@ -63,14 +64,14 @@ class Daemon:
         job = make_sync_job(settings, sync_client, branch_client)
         self.sync = SyncService(settings, job, self.metrics, lambda: self.probes.monitor.state)
         self.branch = BranchCheck(branch_client, self.metrics)
-        self.zone = _Zone(settings, self.probes.service)
+        self.dns_state = DnsState(settings.dnsservice, self.probes.service)
         # Every listener's pool fits in the descriptor limit, with room for everything else.
         budget = connection_budget()
         ds, sc, ms = settings.dnsservice, settings.servicecontrol, settings.metrics
-        dns = DnsService(ds, self.zone.current, self.metrics)
+        dns = DnsService(ds, self.dns_state, self.metrics)
         self.dns = DnsServers(dns, ds.listenaddress, ds.port, budget.dns_forward, budget.dns_tcp)
         self.board = StatusBoard(
-            self.probes, self.sync, [self.probes.details, self.zone.details, self.sync.details,
+            self.probes, self.sync, [self.probes.details, self._dns_details, self.sync.details,
                                      self.branch.details],
         )  # fmt: skip
         protocol = ControlProtocol(sc.token, sc.admintoken, self.board)
@@ -91,8 +92,17 @@ class Daemon:
         )
 
     def _service_changed(self, old: Service, new: Service) -> None:
-        self.zone.follow(new)
+        view = self.dns_state.follow(new)
+        log.info("%s now resolves to %s", self.settings.dnsservice.fqdn, view.target)
         self._report(old, new)
+
+    def _dns_details(self) -> dict[str, object]:
+        view = self.dns_state.view
+        return {
+            "DnsName": self.settings.dnsservice.fqdn,
+            "DnsTarget": view.target,
+            "SoaSerial": view.serial,
+        }
 
     def _report(self, old: Monitor | Service, new: Monitor | Service) -> None:
         self._notifier.status(self.board.line())
@@ -127,11 +137,12 @@ class Daemon:
             except OSError as exc:
                 self._stop_servers()
                 raise StartupError(f"cannot listen for {what}: {exc.strerror or exc}") from exc
+        self._spawn(self.dns.serve_udp)
         for loop in (self.probes.run, self.sync.run, self.branch.run, self.watchdog.run):
             self._spawn(loop, self._stop)
         log.info(
             "synch %s started: service %s, %s -> %s, central %s",
-            __version__, self.probes.service.value, ds.fqdn, self.zone.current().target,
+            __version__, self.probes.service.value, ds.fqdn, self.dns_state.view.target,
             self.probes.where,
         )  # fmt: skip
         self._notifier.ready(self.board.line())
@@ -182,31 +193,3 @@ class Daemon:
             except Exception as exc:  # stopping must go on whatever one server says
                 log.debug("stopping %s: %r", server, exc)
 
-
-class _Zone:
-    """The zone's current view (target and SOA serial), following the service state."""
-
-    def __init__(self, settings: Settings, service: Service):
-        self.settings = settings.dnsservice
-        # The SOA serial must grow across restarts too: it follows the clock.
-        self._view = self._make(service, next_serial(0))
-
-    def _make(self, service: Service, serial: int) -> ZoneView:
-        failover = service is Service.FAILOVER
-        target = self.settings.targetfailover if failover else self.settings.targetnormal
-        return ZoneView(target=target, serial=serial)
-
-    def current(self) -> ZoneView:
-        # Called for every DNS answer: the same object until the state changes.
-        return self._view
-
-    def follow(self, service: Service) -> None:
-        self._view = self._make(service, next_serial(self._view.serial))
-        log.info("%s now resolves to %s", self.settings.fqdn, self._view.target)
-
-    def details(self) -> dict[str, object]:
-        return {
-            "DnsName": self.settings.fqdn,
-            "DnsTarget": self._view.target,
-            "SoaSerial": self._view.serial,
-        }

@@ -13,11 +13,12 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from synch import __version__
+from synch.dns.resolver import Answer
 from synch.probe import ProbeResult
 from synch.states import Monitor, Service, SyncState
 from synch.sync.outcome import CYCLE_RESULTS
 
-DNS_ANSWERS = ("local", "nodata", "nxdomain", "forwarded", "servfail", "refused", "formerr")
+DNS_ANSWERS = tuple(Answer)  # how a DNS query was answered (synch.dns.resolver)
 # Connections closed at accept, by listener: the reasons each listener can give.
 CONNECTION_REJECTS = {
     "dns": ("not_allowed", "client_limit", "full"),

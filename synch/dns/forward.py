@@ -1,5 +1,9 @@
 """Forwarding to the upstream resolvers: each tried in order, each bounded by the timeout.
 
+`ForwardResolver` is the last resolver of the chain (dnslib's `ProxyResolver`, in two steps so
+that the UDP loop never blocks): `resolve` decides at once, `forward` runs the exchange, which
+blocks. `Forwarder` is the exchange itself (gevent sockets).
+
 The whole exchange with one upstream (including a TCP retry) fits in `timeout`, so a client gets
 an answer or SERVFAIL within `timeout` × len(endpoints) plus processing time.
 
@@ -18,51 +22,33 @@ import secrets
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from dnslib import RCODE, DNSRecord
 from gevent import socket as gsocket
 
 from synch.config import Endpoint
-from synch.dns.zone import error_reply
+from synch.dns.acl import RateLimiter
+from synch.dns.resolver import Answer, Decision, Query
+from synch.dns.wire import (
+    HEADER_LEN,
+    MAX_MESSAGE,
+    error_bytes,
+    framed,
+    rcode_of,
+    recv_exactly,
+    remaining,
+    reply_matches,
+)
 
 log = logging.getLogger("synch.dns")
 
-HEADER_LEN = 12
-MAX_MESSAGE = 65535
+WARN_EVERY = 60.0  # seconds between two "forwarders do not answer" warnings
 _RETRY_NEXT = (RCODE.SERVFAIL, RCODE.REFUSED)  # another upstream may do better
 
 
 def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
-
-
-def question_end(packet: bytes) -> int | None:
-    """Offset just past the (uncompressed) first question, or None if it is not well formed."""
-    offset = HEADER_LEN
-    while offset < len(packet):
-        length = packet[offset]
-        if length == 0:
-            end = offset + 1 + 4
-            return end if end <= len(packet) else None
-        if length & 0xC0:
-            return None
-        offset += 1 + length
-    return None
-
-
-def reply_matches(query: bytes, reply: bytes) -> bool:
-    """The reply answers this query: same ID, QR set, and the same question (any letter case)."""
-    if len(reply) < HEADER_LEN or reply[:2] != query[:2] or not reply[2] & 0x80:
-        return False
-    if reply[4:6] == b"\x00\x00":
-        return bool(reply[3] & 0x0F)  # an error with no question section (e.g. FORMERR)
-    end = question_end(query)
-    return end is not None and reply[HEADER_LEN:end].lower() == query[HEADER_LEN:end].lower()
-
-
-def _rcode(reply: bytes) -> int:
-    return reply[3] & 0x0F
 
 
 class Forwarder:
@@ -80,14 +66,14 @@ class Forwarder:
             if reply is None:
                 continue
             reply = packet[:2] + reply[2:]
-            if _rcode(reply) not in _RETRY_NEXT:
+            if rcode_of(reply) not in _RETRY_NEXT:
                 return reply
             fallback = reply
         return fallback
 
     @staticmethod
     def servfail(request: DNSRecord) -> bytes:
-        return bytes(error_reply(request, RCODE.SERVFAIL).pack())
+        return error_bytes(request, RCODE.SERVFAIL)
 
     def _ask(self, endpoint: Endpoint, packet: bytes, tcp: bool) -> bytes | None:
         deadline = time.monotonic() + self.timeout
@@ -101,21 +87,14 @@ class Forwarder:
             return None
 
 
-def _remaining(deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError("forwarder did not answer in time")
-    return left
-
-
 def _exchange_udp(endpoint: Endpoint, query: bytes, deadline: float) -> bytes | None:
     sock = gsocket.socket(_family(endpoint.host), socket.SOCK_DGRAM)
     try:
-        sock.settimeout(_remaining(deadline))
+        sock.settimeout(remaining(deadline))
         sock.connect((endpoint.host, endpoint.port))
         sock.send(query)
         while True:
-            sock.settimeout(_remaining(deadline))
+            sock.settimeout(remaining(deadline))
             reply: bytes = sock.recv(MAX_MESSAGE)
             if reply_matches(query, reply):
                 return reply
@@ -126,10 +105,10 @@ def _exchange_udp(endpoint: Endpoint, query: bytes, deadline: float) -> bytes | 
 
 def _exchange_tcp(endpoint: Endpoint, query: bytes, deadline: float) -> bytes | None:
     address = (endpoint.host, endpoint.port)
-    sock = gsocket.create_connection(address, timeout=_remaining(deadline))
+    sock = gsocket.create_connection(address, timeout=remaining(deadline))
     try:
-        sock.settimeout(_remaining(deadline))
-        sock.sendall(struct.pack("!H", len(query)) + query)
+        sock.settimeout(remaining(deadline))
+        sock.sendall(framed(query))
         (length,) = struct.unpack("!H", recv_exactly(sock, 2, deadline))
         reply = recv_exactly(sock, length, deadline)
         return reply if reply_matches(query, reply) else None
@@ -137,15 +116,59 @@ def _exchange_tcp(endpoint: Endpoint, query: bytes, deadline: float) -> bytes | 
         sock.close()
 
 
-def recv_exactly(sock: gsocket.socket, count: int, deadline: float) -> bytes:
-    """`count` bytes before `deadline`; ConnectionError on EOF, TimeoutError when late."""
-    chunks: list[bytes] = []
-    needed = count
-    while needed > 0:
-        sock.settimeout(_remaining(deadline))
-        chunk: bytes = sock.recv(needed)
-        if not chunk:
-            raise ConnectionError("connection closed mid-message")
-        chunks.append(chunk)
-        needed -= len(chunk)
-    return b"".join(chunks)
+class ForwardResolver:
+    """The forwarder as the last resolver of the chain.
+
+    `resolve` never blocks: it claims every query that reaches it, to be forwarded, unless its
+    client is over `dnsservice.ratelimit` (then REFUSED at once). The rate limit lives here
+    because it limits forwards only: the zone before it in the chain answers without limit
+    (phones must always resolve the SIP name, and a zone answer costs no upstream traffic, no
+    socket and no pool slot). `forward` then runs the exchange, which blocks up to
+    `forwardtimeout` per upstream, and always gives a reply: the upstream's or SERVFAIL.
+    """
+
+    def __init__(
+        self,
+        forwarder: Forwarder,
+        limiter: RateLimiter,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.forwarder = forwarder
+        self.limiter = limiter
+        self.clock = clock
+        self._last_warning = -WARN_EVERY
+        self._failed_since_warning = 0
+
+    def resolve(self, request: DNSRecord, query: Query) -> Decision:
+        if not self.limiter.allow(query.client, self.clock()):
+            return Decision(Answer.REFUSED, error_bytes(request, RCODE.REFUSED))
+        return Decision(Answer.FORWARDED, forward=request)
+
+    def forward(self, data: bytes, request: DNSRecord, tcp: bool) -> tuple[bytes, Answer]:
+        """The upstream's reply, or SERVFAIL once every upstream had its chance. Blocks."""
+        try:
+            reply = self.forwarder.forward(data, tcp)
+        except Exception:
+            log.exception("forwarding failed")
+            reply = None
+        if reply is not None:
+            return reply, Answer.FORWARDED
+        self._warn_silent()
+        return self.busy(request), Answer.SERVFAIL
+
+    def busy(self, request: DNSRecord) -> bytes:
+        """SERVFAIL without trying (also when no forward can be started)."""
+        return self.forwarder.servfail(request)
+
+    def _warn_silent(self) -> None:
+        # One line a minute at most: during a WAN outage every query would log.
+        self._failed_since_warning += 1
+        now = time.monotonic()
+        if now - self._last_warning >= WARN_EVERY:
+            log.warning(
+                "no DNS forwarder answered (%s), %d query(ies) answered SERVFAIL",
+                ", ".join(str(e) for e in self.forwarder.endpoints),
+                self._failed_since_warning,
+            )
+            self._last_warning = now
+            self._failed_since_warning = 0

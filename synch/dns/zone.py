@@ -1,7 +1,9 @@
 """The failover zone: answers for `domain` from the settings and the current target.
 
-Pure logic (dnslib only): no sockets, no greenlets. `ZoneResolver.resolve` takes a parsed query
-and returns the reply, or `(None, "forward")` for names outside the zone.
+Pure logic (dnslib only): no sockets, no greenlets. `ZoneResolver` is the first resolver of the
+chain: `resolve(request, query)` claims the names of the zone and passes on the others (None).
+Its records are built for one `ZoneView` (target, serial) and rebuilt when the view it is given
+is another one.
 
 The zone holds:
 - `domain`: SOA (`ns.<domain>` / `hostmaster.<domain>`, configured timers, serial from the view)
@@ -24,61 +26,22 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from dnslib import (
-    AAAA,
-    CLASS,
-    NS,
-    OPCODE,
-    QTYPE,
-    RCODE,
-    RR,
-    SOA,
-    SRV,
-    A,
-    DNSHeader,
-    DNSLabel,
-    DNSRecord,
-)
+from dnslib import AAAA, CLASS, NS, QTYPE, RCODE, RR, SOA, SRV, A, DNSLabel, DNSRecord
 from dnslib import EDNS0 as Edns0
 
 from synch.config import DnsSettings
+from synch.dns.resolver import Answer, Decision, Query
+from synch.dns.state import ZoneView
+from synch.dns.wire import EDNS_UDP_SIZE, error_reply, pack_for, query_opt, reply_header
 
 log = logging.getLogger("synch.dns")
 
 Name = tuple[bytes, ...]  # lowercase labels, no root label
 
 SIP_PORT = 5060
-EDNS_UDP_SIZE = 1232  # the DNS flag day 2020 size: no IP fragmentation
-MAX_UDP_NO_EDNS = 512
-RCODE_BADVERS = 16
 CLASS_ANY = 255
-
-# Answer kinds (the label values of synch_dns_queries_total, plus "forward" and "drop").
-LOCAL = "local"
-NODATA = "nodata"
-NXDOMAIN = "nxdomain"
-FORMERR = "formerr"
-REFUSED = "refused"
-FORWARD = "forward"
-DROP = "drop"
-
-
-@dataclass(frozen=True)
-class ZoneView:
-    """What the zone's answers depend on besides the settings."""
-
-    target: str
-    serial: int
-
-
-def next_serial(previous: int, now: float | None = None) -> int:
-    """A serial for a state change: grows on every call, and across restarts (time based)."""
-    now_s = int(time.time() if now is None else now)
-    return max(previous + 1, now_s) % 2**32
 
 
 def to_name(name: str | DNSLabel) -> Name:
@@ -168,50 +131,11 @@ def build_zone(settings: DnsSettings, view: ZoneView) -> _Zone:
     return zone
 
 
-def reply_header(request: DNSRecord, rcode: int, aa: bool, ra: bool) -> DNSHeader:
-    """A response header: the query's ID, opcode, RD and CD echoed; nothing else copied."""
-    query = request.header
-    return DNSHeader(
-        id=query.id,
-        bitmap=0,
-        qr=1,
-        opcode=query.opcode,
-        aa=int(aa),
-        rd=query.rd,
-        ra=int(ra),
-        cd=query.cd,
-        rcode=rcode & 0xF,
-    )
-
-
-def query_opt(request: DNSRecord) -> list[RR]:
-    return [rr for rr in request.ar if rr.rtype == QTYPE.OPT]
-
-
-def error_reply(request: DNSRecord, rcode: int, ra: bool = True) -> DNSRecord:
-    """An answerless reply (SERVFAIL, REFUSED, FORMERR, ...), with OPT if the query had one."""
-    reply = DNSRecord(
-        reply_header(request, rcode, aa=False, ra=ra), questions=list(request.questions[:1])
-    )
-    if query_opt(request):
-        reply.add_ar(Edns0(udp_len=EDNS_UDP_SIZE, ext_rcode=rcode >> 4))
-    return reply
-
-
-def max_udp_size(request: DNSRecord) -> int:
-    """The largest UDP reply the client accepts (RFC 6891: at least 512)."""
-    opts = query_opt(request)
-    if not opts:
-        return MAX_UDP_NO_EDNS
-    return max(MAX_UDP_NO_EDNS, min(int(opts[0].rclass), 65535))
-
-
 class ZoneResolver:
-    """Answers the zone. `view()` is called per query; the zone is rebuilt when it changes."""
+    """Answers the zone, for the view it is given; the records are rebuilt when it changes."""
 
-    def __init__(self, settings: DnsSettings, view: Callable[[], ZoneView], ra: bool = True):
+    def __init__(self, settings: DnsSettings, ra: bool = True):
         self.settings = settings
-        self.view = view
         self.apex = to_name(settings.domain)
         if not self.apex:
             raise ValueError("dnsservice.domain is empty: the zone would swallow every name")
@@ -219,60 +143,54 @@ class ZoneResolver:
         self._zone: _Zone | None = None
         self._zone_view: ZoneView | None = None
 
-    def zone(self) -> _Zone:
-        current = self.view()
-        if self._zone is None or current != self._zone_view:
-            if not _is_address(current.target):
-                log.warning("DNS target %r is not an IP address: no A/AAAA served", current.target)
-            self._zone = build_zone(self.settings, current)
-            self._zone_view = current
+    def zone(self, view: ZoneView) -> _Zone:
+        """The records for `view` (views are never mutated: a new one means a change)."""
+        if view is not self._zone_view or self._zone is None:
+            if not _is_address(view.target):
+                log.warning("DNS target %r is not an IP address: no A/AAAA served", view.target)
+            self._zone = build_zone(self.settings, view)
+            self._zone_view = view
         return self._zone
 
     def in_zone(self, name: Name) -> bool:
         return len(name) >= len(self.apex) and name[len(name) - len(self.apex) :] == self.apex
 
-    def resolve(self, request: DNSRecord) -> tuple[DNSRecord | None, str]:
-        """The reply and its kind: local|nodata|nxdomain|formerr|refused, forward, or drop."""
-        header = request.header
-        if header.qr:
-            return None, DROP  # never answer a response: two servers could loop forever
-        if header.opcode != OPCODE.QUERY:
-            return error_reply(request, RCODE.NOTIMP, self.ra), REFUSED
-        opts = query_opt(request)
-        if len(request.questions) != 1 or len(opts) > 1:
-            return error_reply(request, RCODE.FORMERR, self.ra), FORMERR
-        if opts and (opts[0].ttl >> 16) & 0xFF != 0:
-            return error_reply(request, RCODE_BADVERS, self.ra), FORMERR
+    def resolve(self, request: DNSRecord, query: Query) -> Decision | None:
+        """The resolver chain's step: the packed reply for a name of the zone, else None."""
+        found = self.reply(request, query.view)
+        if found is None:
+            return None
+        reply, answer = found
+        return Decision(answer, pack_for(reply, request, query.tcp))
+
+    def reply(self, request: DNSRecord, view: ZoneView) -> tuple[DNSRecord, Answer] | None:
+        """The reply for a screened request (`wire.screen`) if its name is in the zone."""
         question = request.q
         name = to_name(question.qname)
         if not self.in_zone(name):
-            return None, FORWARD
+            return None
         if question.qclass not in (CLASS.IN, CLASS_ANY):
-            return error_reply(request, RCODE.REFUSED, self.ra), REFUSED
-        return self._answer(request, name, question.qtype, bool(opts))
-
-    def _answer(
-        self, request: DNSRecord, name: Name, qtype: int, edns: bool
-    ) -> tuple[DNSRecord, str]:
-        zone = self.zone()
+            return error_reply(request, RCODE.REFUSED, self.ra), Answer.REFUSED
+        edns = bool(query_opt(request))
+        zone = self.zone(view)
         rrsets = zone.rrsets.get(name)
         if rrsets is None and name not in zone.nonterminals:
-            return self._negative(request, zone, RCODE.NXDOMAIN, edns), NXDOMAIN
+            return self._negative(request, zone, RCODE.NXDOMAIN, edns), Answer.NXDOMAIN
         rrsets = rrsets or {}
-        if qtype == QTYPE.ANY:
+        if question.qtype == QTYPE.ANY:
             answers = [rr for rrs in rrsets.values() for rr in rrs]
         else:
-            answers = list(rrsets.get(qtype, []))
+            answers = list(rrsets.get(question.qtype, []))
         if not answers:
-            return self._negative(request, zone, RCODE.NOERROR, edns), NODATA
-        reply = DNSRecord(reply_header(request, RCODE.NOERROR, aa=True, ra=self.ra), [request.q])
-        owner = request.q.qname  # the name as asked: keeps the client's letter case
+            return self._negative(request, zone, RCODE.NOERROR, edns), Answer.NODATA
+        reply = DNSRecord(reply_header(request, RCODE.NOERROR, aa=True, ra=self.ra), [question])
+        owner = question.qname  # the name as asked: keeps the client's letter case
         reply.rr = [_with_owner(rr, owner) for rr in answers]
         if any(rr.rtype in (QTYPE.NS, QTYPE.SRV) for rr in answers):
             reply.ar = list(zone.additional.get(name, []))
         if edns:
             reply.add_ar(Edns0(udp_len=EDNS_UDP_SIZE))
-        return reply, LOCAL
+        return reply, Answer.LOCAL
 
     def _negative(self, request: DNSRecord, zone: _Zone, rcode: int, edns: bool) -> DNSRecord:
         reply = DNSRecord(reply_header(request, rcode, aa=True, ra=self.ra), [request.q])
@@ -284,19 +202,3 @@ class ZoneResolver:
 
 def _with_owner(rr: RR, owner: object) -> RR:
     return RR(owner, rr.rtype, rr.rclass, rr.ttl, rr.rdata)
-
-
-def fit_udp(reply: DNSRecord, request: DNSRecord) -> bytes:
-    """Pack for UDP: drop the additional records, then truncate (TC) if still too large."""
-    limit = max_udp_size(request)
-    packed = bytes(reply.pack())
-    if len(packed) <= limit:
-        return packed
-    keep_opt: Sequence[RR] = [rr for rr in reply.ar if rr.rtype == QTYPE.OPT]
-    reply.ar = list(keep_opt)
-    packed = bytes(reply.pack())
-    if len(packed) <= limit:
-        return packed
-    reply.rr, reply.auth = [], []
-    reply.header.tc = 1
-    return bytes(reply.pack())

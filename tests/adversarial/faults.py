@@ -27,15 +27,13 @@ def dns_stops_answering() -> None:
     """Two seconds after start, the DNS UDP loop ends while everything else runs on."""
     from synch.dns import server
 
-    start = server.DnsServers.start
+    serve_udp = server.DnsServers.serve_udp
 
-    def started(self: server.DnsServers) -> None:
-        start(self)
-        loop = self._udp_loop
-        assert loop is not None
-        gevent.spawn_later(2.0, loop.kill, block=False)
+    def serve_briefly(self: server.DnsServers) -> None:
+        gevent.spawn_later(2.0, gevent.getcurrent().kill, block=False)
+        serve_udp(self)
 
-    server.DnsServers.start = started  # type: ignore[method-assign]
+    server.DnsServers.serve_udp = serve_briefly  # type: ignore[method-assign]
 
 
 FAULTS: dict[str, Callable[[], None]] = {

@@ -12,6 +12,7 @@ import socket
 import struct
 from collections.abc import Iterator
 
+import gevent
 import pytest
 from dnslib import EDNS0, QTYPE, RCODE, DNSHeader, DNSQuestion, DNSRecord, EDNSOption
 from gevent import socket as gsocket
@@ -19,9 +20,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from synch.config import DnsSettings
-from synch.dns.server import DnsServers, DnsService
-from synch.dns.zone import ZoneView
+from synch.dns.server import DnsServers
+from synch.dns.service import DnsService
+from synch.dns.state import DnsState
 from synch.metrics import Metrics
+from synch.states import Service
 from tests.fuzz.budget import fuzz
 
 TARGET = "10.0.0.254"
@@ -32,14 +35,20 @@ QTYPES = ["A", "AAAA", "SRV", "SOA", "NS", "TXT", "ANY", "MX"]
 
 
 def settings() -> DnsSettings:
-    return DnsSettings(listenaddress="127.0.0.1", domain="example.local", record="sip")
+    return DnsSettings(
+        listenaddress="127.0.0.1", domain="example.local", record="sip", targetnormal=TARGET
+    )
+
+
+def service() -> DnsService:
+    return DnsService(settings(), DnsState(settings(), Service.NORMAL, serial=1), Metrics())
 
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[DnsServers]:
-    service = DnsService(settings(), lambda: ZoneView(TARGET, 1), Metrics())
-    servers = DnsServers(service, "127.0.0.1", 0)
+    servers = DnsServers(service(), "127.0.0.1", 0)
     servers.start()
+    gevent.spawn(servers.serve_udp)
     yield servers
     alive, errors = servers.serving, servers.loop_errors
     servers.stop()
@@ -178,20 +187,19 @@ def query_forms(draw: st.DrawFn) -> tuple[bytes, bytes]:
 
 
 def full_path_reply(data: bytes) -> bytes | None:
-    fresh = DnsService(settings(), lambda: ZoneView(TARGET, 1), Metrics())
-    return fresh.prepare(data, tcp=False).reply
+    return service().answer(data, "127.0.0.1", tcp=False).reply
 
 
 @fuzz(300)
 @given(forms=query_forms())
 def test_prepared_reply_is_the_full_path_reply(forms: tuple[bytes, bytes]) -> None:
     teach, ask = forms
-    service = DnsService(settings(), lambda: ZoneView(TARGET, 1), Metrics())
-    service.handle_query(teach, tcp=False)
-    fast = service.fast_answer(ask, "127.0.0.1")
+    learner = service()
+    learner.handle_query(teach, tcp=False)
+    fast = learner.fast_answer(ask, "127.0.0.1")
     expected = full_path_reply(ask)
     if fast is not None:
         assert fast == expected
-    reply = service.handle_query(ask, tcp=False)
+    reply = learner.handle_query(ask, tcp=False)
     assert reply == expected
     assert reply is not None and DNSRecord.parse(reply).header.rcode != RCODE.SERVFAIL

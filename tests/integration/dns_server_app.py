@@ -3,9 +3,10 @@
     python -m tests.integration.dns_server_app SETTINGS_JSON TARGET_FILE
 
 SETTINGS_JSON: DnsSettings fields (forwarders as [[host, port], ...]). TARGET_FILE holds the
-current target address, re-read at each query; the serial grows each time it changes (the
-daemon's state switch, reduced to a file). Prints `PORT <udp> <tcp>` once serving; on SIGTERM
-stops and prints `COUNTERS {json}` (synch_dns_queries_total by answer), exit 0.
+current target address, re-read at each query: `targetfailover` means Failover, anything else
+Normal, followed by a `DnsState` as the daemon's state switch does. Prints `PORT <udp> <tcp>`
+once serving; on SIGTERM stops and prints `COUNTERS {json}` (synch_dns_queries_total by
+answer), exit 0.
 """
 
 from __future__ import annotations
@@ -19,21 +20,31 @@ import gevent
 import gevent.event
 
 from synch.config import DnsSettings, Endpoint
-from synch.dns.server import DnsServers, DnsService
-from synch.dns.zone import ZoneView
+from synch.dns.server import DnsServers
+from synch.dns.service import DnsService
+from synch.dns.state import DnsState, ZoneView
 from synch.metrics import DNS_ANSWERS, Metrics
+from synch.states import Service
 
 
-class FileView:
-    def __init__(self, path: Path):
+class FileState:
+    """A DnsState that follows the service state the file names (by its target)."""
+
+    def __init__(self, settings: DnsSettings, path: Path):
         self.path = path
-        self.current = ZoneView(path.read_text().strip(), 1)
+        self.failover_target = settings.targetfailover
+        self.state = DnsState(settings, self._service() or Service.NORMAL)
 
-    def __call__(self) -> ZoneView:
+    def _service(self) -> Service | None:
         target = self.path.read_text().strip()
-        if target and target != self.current.target:
-            self.current = ZoneView(target, self.current.serial + 1)
-        return self.current
+        if not target:
+            return None
+        return Service.FAILOVER if target == self.failover_target else Service.NORMAL
+
+    @property
+    def view(self) -> ZoneView:
+        service = self._service()
+        return self.state.follow(service) if service is not None else self.state.view
 
 
 def main(settings_path: str, target_path: str) -> int:
@@ -42,11 +53,12 @@ def main(settings_path: str, target_path: str) -> int:
     settings = DnsSettings(**raw)
     metrics = Metrics()
     servers = DnsServers(
-        DnsService(settings, FileView(Path(target_path)), metrics),
+        DnsService(settings, FileState(settings, Path(target_path)), metrics),
         settings.listenaddress,
         settings.port,
     )
     servers.start()
+    gevent.spawn(servers.serve_udp)
     print(f"PORT {servers.udp_port} {servers.tcp_port}", flush=True)
     stopped = gevent.event.Event()
     gevent.signal_handler(signal.SIGTERM, stopped.set)

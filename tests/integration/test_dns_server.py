@@ -2,7 +2,8 @@
 
 The servers run in their own process (tests/integration/dns_server_app.py); the upstream is a
 real dnsmasq on loopback (tests/lab/dnsmasq.py) or a UDP socket that never answers. The state
-switch is the target file the app re-reads.
+switch is the target file the app re-reads. Last, the servers in this process: what only they
+show (pools, deadlines, the UDP loop's owner).
 """
 
 from __future__ import annotations
@@ -17,19 +18,22 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.pool
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 from gevent import socket as gsocket
 
 from synch.config import DnsSettings, Endpoint
-from synch.dns.server import DnsServers, DnsService
-from synch.dns.zone import ZoneView
+from synch.dns.server import DnsServers
+from synch.dns.service import DnsService
+from synch.dns.state import DnsState
 from synch.metrics import Metrics
+from synch.states import Service
 from tests.lab.dnsmasq import Dnsmasq, SilentUdpServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -393,16 +397,27 @@ def test_bind_failure_is_an_error_naming_the_address(start_dns: Callable[..., Dn
 # -- DnsServers in this process (gevent sockets, no monkey patching needed) --
 
 
+def _service(settings: DnsSettings) -> DnsService:
+    """The service, its SIP name answering NORMAL."""
+    settings = replace(settings, targetnormal=NORMAL)
+    return DnsService(settings, DnsState(settings, Service.NORMAL), Metrics())
+
+
+def _serving(servers: DnsServers) -> DnsServers:
+    """Bound, and the UDP loop spawned as its owner does."""
+    servers.start()
+    gevent.spawn(servers.serve_udp)
+    return servers
+
+
 def _in_process_servers(forward_pool_size: int, upstream_port: int) -> DnsServers:
     settings = DnsSettings(
         domain="example.local",
         forwarders=(Endpoint("127.0.0.1", upstream_port),),
         forwardtimeout=3.0,
     )
-    service = DnsService(settings, lambda: ZoneView(NORMAL, 1), Metrics())
-    servers = DnsServers(service, "127.0.0.1", 0, forward_pool_size=forward_pool_size)
-    servers.start()
-    return servers
+    service = _service(settings)
+    return _serving(DnsServers(service, "127.0.0.1", 0, forward_pool_size=forward_pool_size))
 
 
 def test_full_forward_pool_answers_servfail_at_once() -> None:
@@ -425,14 +440,48 @@ def test_full_forward_pool_answers_servfail_at_once() -> None:
         silent.close()
 
 
+def _refusal(servers: DnsServers) -> str:
+    """Why `serve_udp`, spawned now, refuses to run ("" if it ran and returned)."""
+
+    def run() -> str:
+        try:
+            servers.serve_udp()
+        except RuntimeError as exc:
+            return str(exc)
+        return ""
+
+    return str(gevent.spawn(run).get(timeout=REPLY_TIMEOUT))
+
+
+def test_udp_loop_runs_in_the_callers_group_and_stop_ends_it() -> None:
+    servers = DnsServers(_service(DnsSettings(domain="example.local")), "127.0.0.1", 0)
+    assert "start() first" in _refusal(servers)
+    servers.start()
+    assert not servers.serving  # bound, TCP accepting; UDP waits for its loop
+    group = gevent.pool.Group()
+    loop = group.spawn(servers.serve_udp)
+    client = gsocket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.settimeout(REPLY_TIMEOUT)
+    try:
+        client.sendto(question("sip.example.local").pack(), ("127.0.0.1", servers.udp_port))
+        assert str(DNSRecord.parse(client.recvfrom(65535)[0]).rr[0].rdata) == NORMAL
+        assert servers.serving and servers.answers(REPLY_TIMEOUT)
+        assert "already running" in _refusal(servers)
+    finally:
+        client.close()
+        servers.stop()
+    assert loop.dead and loop.successful()
+    assert not servers.serving and not servers.answers(0.1)
+    assert _refusal(servers) == ""  # stopped: a loop spawned too late just returns
+
+
 def test_bind_failure_raises_oserror_naming_address_and_protocol() -> None:
     taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     port = taken.getsockname()[1]
-    settings = DnsSettings(domain="example.local")
-    service = DnsService(settings, lambda: ZoneView(NORMAL, 1), Metrics())
+    service = _service(DnsSettings(domain="example.local"))
     try:
         with pytest.raises(OSError, match=rf"DNS cannot listen on 127\.0\.0\.1 TCP port {port}"):
             DnsServers(service, "127.0.0.1", port).start()
@@ -441,11 +490,8 @@ def test_bind_failure_raises_oserror_naming_address_and_protocol() -> None:
 
 
 def _tcp_servers(**kwargs: Any) -> DnsServers:
-    settings = DnsSettings(domain="example.local", allow=("127.0.0.0/8",))
-    service = DnsService(settings, lambda: ZoneView(NORMAL, 1), Metrics())
-    servers = DnsServers(service, "127.0.0.1", 0, **kwargs)
-    servers.start()
-    return servers
+    service = _service(DnsSettings(domain="example.local", allow=("127.0.0.0/8",)))
+    return _serving(DnsServers(service, "127.0.0.1", 0, **kwargs))
 
 
 def _tcp_client(port: int, source: str = "127.0.0.1") -> gsocket.socket:

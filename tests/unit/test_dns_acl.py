@@ -12,8 +12,9 @@ from dnslib import EDNS0, QTYPE, RCODE, DNSRecord
 from synch.config import DEFAULT_DNS_ALLOW, ConfigError, DnsSettings, parse_settings
 from synch.dns.acl import ClientAcl, RateLimiter, client_address, parse_network
 from synch.dns.forward import Forwarder
-from synch.dns.server import DnsService, refused_for
-from synch.dns.zone import ZoneView
+from synch.dns.service import DnsService
+from synch.dns.state import ZoneView
+from synch.dns.wire import refused_for
 from synch.metrics import Metrics
 
 OUTSIDER = "203.0.113.9"  # documentation range: only ever a string here, never contacted
@@ -189,14 +190,19 @@ class Clock:
         return self.now
 
 
+class State:
+    def __init__(self) -> None:
+        self.view = ZoneView("10.0.0.254", 1)
+
+
 def make_service(
     allow: tuple[str, ...] = DEFAULT_DNS_ALLOW, ratelimit: float = 50
-) -> tuple[DnsService, Metrics, CannedForwarder, Clock, list[ZoneView]]:
+) -> tuple[DnsService, Metrics, CannedForwarder, Clock, State]:
     settings = DnsSettings(domain="example.local", allow=allow, ratelimit=ratelimit)
     metrics, forwarder, clock = Metrics(), CannedForwarder(), Clock()
-    view = [ZoneView("10.0.0.254", 1)]
-    service = DnsService(settings, lambda: view[0], metrics, forwarder, clock=clock)
-    return service, metrics, forwarder, clock, view
+    state = State()
+    service = DnsService(settings, state, metrics, forwarder, clock=clock)
+    return service, metrics, forwarder, clock, state
 
 
 def count(metrics: Metrics, answer: str) -> float:
@@ -232,7 +238,7 @@ def test_refused_for_never_answers_a_response_and_keeps_the_id() -> None:
 
 def test_forwarded_queries_are_rate_limited_per_client() -> None:
     service, metrics, forwarder, clock, _ = make_service(ratelimit=5)
-    burst = service.limiter.burst
+    burst = service.upstream.limiter.burst
     rcodes = [ask(service, f"n{n}.example.org", "10.0.0.5").header.rcode for n in range(30)]
     assert rcodes.count(RCODE.NOERROR) == burst and rcodes.count(RCODE.REFUSED) == 30 - burst
     assert forwarder.asked == burst and count(metrics, "refused") == 30 - burst
@@ -264,10 +270,9 @@ def query(name: str, qid: int, rd: bool, cd: bool, edns: bool, qtype: str = "A")
 def full_path(name: str, qid: int, rd: bool, cd: bool, edns: bool, qtype: str = "A") -> bytes:
     """The reply of a fresh service (no template learned yet)."""
     fresh, *_ = make_service()
-    fresh.refresh()
-    outcome = fresh.prepare(query(name, qid, rd, cd, edns, qtype), tcp=False)
-    assert outcome.reply is not None
-    return outcome.reply
+    decision = fresh.answer(query(name, qid, rd, cd, edns, qtype), "127.0.0.1", tcp=False)
+    assert decision.reply is not None
+    return decision.reply
 
 
 @pytest.mark.parametrize(
@@ -284,7 +289,6 @@ def full_path(name: str, qid: int, rd: bool, cd: bool, edns: bool, qtype: str = 
 @pytest.mark.parametrize("edns", [False, True])
 def test_prepared_reply_equals_the_full_path(name: str, qtype: str, edns: bool) -> None:
     service, *_ = make_service()
-    service.refresh()
     assert service.fast_answer(query(name, 1, True, False, edns, qtype), "127.0.0.1") is None
     service.handle_query(query(name, 1, True, False, edns, qtype), False)  # learns
     for qid, rd, cd in ((7, True, False), (65535, False, True), (0, False, False), (9, True, True)):
@@ -294,12 +298,12 @@ def test_prepared_reply_equals_the_full_path(name: str, qtype: str, edns: bool) 
 
 
 def test_prepared_replies_are_dropped_when_the_view_changes() -> None:
-    service, _, _, _, view = make_service()
+    service, _, _, _, state = make_service()
     data = query("sip.example.local", 3, True, False, False)
     service.handle_query(data, False)
     before = service.fast_answer(data, "127.0.0.1")
     assert before is not None and "10.0.0.254" in str(DNSRecord.parse(before).rr[0].rdata)
-    view[0] = ZoneView("10.0.0.1", 2)
+    state.view = ZoneView("10.0.0.1", 2)
     assert service.fast_answer(data, "127.0.0.1") is None
     after = DNSRecord.parse(service.handle_query(data, False) or b"")
     assert str(after.rr[0].rdata) == "10.0.0.1"

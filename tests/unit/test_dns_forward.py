@@ -17,10 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from synch.config import DnsSettings, Endpoint
-from synch.dns.forward import Forwarder, reply_matches
-from synch.dns.server import DnsService
-from synch.dns.zone import ZoneView
+from synch.dns.forward import Forwarder
+from synch.dns.service import DnsService
+from synch.dns.state import DnsState, ZoneView
+from synch.dns.wire import reply_matches
 from synch.metrics import Metrics
+from synch.states import Service
 
 TIMEOUT = 0.3  # short: silent upstreams cost this much per test
 
@@ -247,7 +249,7 @@ def service(forwarder: Forwarder | None = None) -> tuple[DnsService, Metrics]:
     metrics = Metrics()
     return (
         DnsService(
-            SETTINGS, lambda: ZoneView("10.0.0.1", 1), metrics, forwarder or StubForwarder()
+            SETTINGS, DnsState(SETTINGS, Service.NORMAL), metrics, forwarder or StubForwarder()
         ),
         metrics,
     )
@@ -291,7 +293,7 @@ def test_service_answers_servfail_when_no_forwarder_answers() -> None:
 
 def test_service_without_forwarders_refuses_outside_names() -> None:
     metrics = Metrics()
-    svc = DnsService(SETTINGS, lambda: ZoneView("10.0.0.1", 1), metrics, Forwarder([], 1.0))
+    svc = DnsService(SETTINGS, DnsState(SETTINGS, Service.NORMAL), metrics, Forwarder([], 1.0))
     reply = svc.handle_query(query_bytes(), tcp=False)
     assert reply is not None and DNSRecord.parse(reply).header.rcode == RCODE.REFUSED
     assert count(metrics, "refused") == 1
@@ -310,11 +312,14 @@ def test_unparseable_query_gets_formerr_with_its_id_and_a_response_is_dropped() 
     assert svc.handle_query(b"\x01" * 11, tcp=False) is None
 
 
-def test_resolver_bug_costs_one_query_not_the_server() -> None:
-    def broken_view() -> ZoneView:
+class BrokenState:
+    @property
+    def view(self) -> ZoneView:
         raise RuntimeError("view exploded")
 
-    svc = DnsService(SETTINGS, broken_view, Metrics(), StubForwarder())
+
+def test_resolver_bug_costs_one_query_not_the_server() -> None:
+    svc = DnsService(SETTINGS, BrokenState(), Metrics(), StubForwarder())
     reply = svc.handle_query(DNSRecord.question("sip.example.local").pack(), tcp=False)
     assert reply is not None and DNSRecord.parse(reply).header.rcode == RCODE.FORMERR
 

@@ -1,4 +1,5 @@
-"""The zone resolver against every DNS contract case, with dnslib-built queries."""
+"""The zone resolver against every DNS contract case, with dnslib-built queries; the checks
+every query passes first (`wire.screen`); the state the zone follows (`DnsState`)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,15 @@ import pytest
 from dnslib import CLASS, EDNS0, OPCODE, QTYPE, RCODE, DNSQuestion, DNSRecord
 
 from synch.config import DnsSettings
-from synch.dns.zone import (
-    FORMERR,
-    FORWARD,
-    LOCAL,
-    NODATA,
-    NXDOMAIN,
-    REFUSED,
-    ZoneResolver,
-    ZoneView,
-    fit_udp,
-    next_serial,
-)
+from synch.dns.resolver import Answer, Query
+from synch.dns.state import DnsState, ZoneView, next_serial
+from synch.dns.wire import fit_udp, screen
+from synch.dns.zone import ZoneResolver
+from synch.states import Service
+
+LOCAL, NODATA, NXDOMAIN = Answer.LOCAL, Answer.NODATA, Answer.NXDOMAIN
+FORMERR, REFUSED = Answer.FORMERR, Answer.REFUSED
+FORWARD = "forward"  # not the zone's: the next resolver's
 
 NORMAL = "10.0.0.254"
 FAILOVER = "192.168.1.10"
@@ -38,25 +36,37 @@ SETTINGS = DnsSettings(
 
 
 class State:
-    """The daemon's side of the view: the target and a serial that grows on each change."""
+    """A view source: any target, and a serial that grows on each change."""
 
     def __init__(self, target: str = NORMAL, serial: int = 2024010100):
-        self.current = ZoneView(target, serial)
+        self.view = ZoneView(target, serial)
 
     def switch(self, target: str) -> None:
-        self.current = ZoneView(target, self.current.serial + 1)
-
-    def __call__(self) -> ZoneView:
-        return self.current
+        self.view = ZoneView(target, self.view.serial + 1)
 
 
-def resolver(settings: DnsSettings = SETTINGS, state: State | None = None) -> ZoneResolver:
-    return ZoneResolver(settings, state or State())
+class Zone:
+    """The zone resolver as the service drives it: screened first, then answered from the view
+    of the moment; (None, "forward") for what it leaves to the next resolver."""
+
+    def __init__(self, settings: DnsSettings, state: State | DnsState):
+        self.resolver = ZoneResolver(settings)
+        self.state = state
+
+    def resolve(self, request: DNSRecord) -> tuple[DNSRecord | None, str]:
+        screened = screen(request, ra=True)
+        if screened is not None:
+            reply = screened.reply
+            return (DNSRecord.parse(reply) if reply is not None else None), screened.answer
+        found = self.resolver.reply(request, self.state.view)
+        return found if found is not None else (None, FORWARD)
 
 
-def ask(
-    r: ZoneResolver, name: str, qtype: str = "A", **header: int
-) -> tuple[DNSRecord | None, str]:
+def resolver(settings: DnsSettings = SETTINGS, state: State | None = None) -> Zone:
+    return Zone(settings, state or State())
+
+
+def ask(r: Zone, name: str, qtype: str = "A", **header: int) -> tuple[DNSRecord | None, str]:
     query = DNSRecord.question(name, qtype)
     for key, value in header.items():
         setattr(query.header, key, value)
@@ -203,7 +213,7 @@ def test_id_rd_and_cd_are_echoed_other_flags_are_not() -> None:
 
 
 def test_a_response_is_never_answered() -> None:
-    assert ask(resolver(), "sip.example.local", qr=1) == (None, "drop")
+    assert ask(resolver(), "sip.example.local", qr=1) == (None, FORMERR)  # counted, not answered
 
 
 def test_other_opcodes_are_notimp() -> None:
@@ -251,24 +261,27 @@ def test_unknown_edns_version_is_badvers() -> None:
 
 
 def test_zone_is_rebuilt_only_when_the_view_changes() -> None:
-    calls = {"n": 0}
+    r = ZoneResolver(SETTINGS)
     view = ZoneView(NORMAL, 1)
+    first = r.zone(view)
+    assert r.zone(view) is first
+    assert r.zone(ZoneView(FAILOVER, 2)) is not first
 
-    def counting_view() -> ZoneView:
-        calls["n"] += 1
-        return view
 
-    r = ZoneResolver(SETTINGS, counting_view)
-    first = r.zone()
-    assert r.zone() is first
-    view = ZoneView(FAILOVER, 2)
-    assert r.zone() is not first
-    assert calls["n"] == 3
+def test_resolve_packs_for_the_transport_and_passes_on_other_names() -> None:
+    r = ZoneResolver(SETTINGS)
+    view = ZoneView(NORMAL, 1)
+    request = DNSRecord.parse(DNSRecord.question("sip.example.local").pack())
+    decision = r.resolve(request, Query("127.0.0.1", tcp=False, view=view))
+    assert decision is not None and decision.answer == LOCAL and decision.forward is None
+    assert decision.reply is not None and str(DNSRecord.parse(decision.reply).rr[0].rdata) == NORMAL
+    outside = DNSRecord.parse(DNSRecord.question("example.org").pack())
+    assert r.resolve(outside, Query("127.0.0.1", tcp=True, view=view)) is None
 
 
 def test_fit_udp_truncates_what_does_not_fit() -> None:
     query = DNSRecord.question("_sip._udp.example.local", "SRV")
-    reply, _ = resolver().resolve(query)
+    reply, _ = resolver().resolve(DNSRecord.parse(query.pack()))
     assert reply is not None
     reply.rr = reply.rr * 40  # far beyond 512 bytes
     packed = DNSRecord.parse(fit_udp(reply, query))
@@ -286,4 +299,45 @@ def test_an_empty_domain_is_rejected() -> None:
     from dataclasses import replace
 
     with pytest.raises(ValueError, match="domain"):
-        ZoneResolver(replace(SETTINGS, domain="."), State())
+        ZoneResolver(replace(SETTINGS, domain="."))
+
+
+# -- the state the zone follows ------------------------------------------------------------
+
+
+def test_state_starts_on_the_target_of_the_service_state() -> None:
+    for service, target in (
+        (Service.INIT, NORMAL),
+        (Service.NORMAL, NORMAL),
+        (Service.FAILOVER, FAILOVER),
+    ):
+        assert DnsState(SETTINGS, service, serial=5).view == ZoneView(target, 5)
+    from_clock = DnsState(SETTINGS, Service.INIT, clock=lambda: 1_700_000_000)
+    assert from_clock.view.serial == 1_700_000_000  # grows across restarts too
+
+
+def test_state_follows_every_change_with_a_new_view_and_a_grown_serial() -> None:
+    state = DnsState(SETTINGS, Service.INIT, serial=10, clock=lambda: 0)
+    first = state.view
+    assert state.follow(Service.NORMAL) == ZoneView(NORMAL, 11)  # same target, new serial
+    assert state.follow(Service.FAILOVER) is state.view == ZoneView(FAILOVER, 12)
+    assert state.follow(Service.NORMAL) == ZoneView(NORMAL, 13)
+    assert first == ZoneView(NORMAL, 10)  # views are replaced, never changed
+
+
+def test_state_following_the_same_service_changes_nothing() -> None:
+    state = DnsState(SETTINGS, Service.FAILOVER, serial=10, clock=lambda: 0)
+    view = state.view
+    assert state.follow(Service.FAILOVER) is view
+
+
+def test_zone_answers_follow_the_state() -> None:
+    state = DnsState(SETTINGS, Service.NORMAL, serial=1, clock=lambda: 0)
+    r = Zone(SETTINGS, state)
+    before, _ = ask(r, "sip.example.local")
+    assert before is not None and [str(rr.rdata) for rr in before.rr] == [NORMAL]
+    state.follow(Service.FAILOVER)
+    reply, _ = ask(r, "sip.example.local")
+    assert reply is not None and [str(rr.rdata) for rr in reply.rr] == [FAILOVER]
+    soa, _ = ask(r, "example.local", "SOA")
+    assert soa is not None and soa_of(soa)[0] == 2
