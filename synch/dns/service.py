@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from dnslib import RCODE, DNSRecord
 
@@ -34,7 +34,9 @@ from synch.dns.resolver import FROM_ZONE, Answer, Decision, Query, Resolver
 from synch.dns.state import ZoneView
 from synch.dns.wire import error_bytes, formerr_for, refused_for, screen
 from synch.dns.zone import ZoneResolver
-from synch.metrics import Metrics
+
+if TYPE_CHECKING:  # metrics.py sits above the packages it counts for (it names Answer)
+    from synch.metrics import Metrics
 
 log = logging.getLogger("synch.dns")
 
