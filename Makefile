@@ -26,10 +26,10 @@ deps:
 
 # The Debian sid chroot with Asterisk 22, built once and cached outside the work tree.
 lab: deps setup
-	$(SUDO) $(PY) -m tests.lab build
+	$(SUDO) $(PY) -m lab build
 
 lint: setup
-	$(VENV)/bin/ruff check synch tests bench
+	$(VENV)/bin/ruff check synch lab tests bench
 	$(VENV)/bin/mypy
 
 test: deps setup lab lint
@@ -39,7 +39,7 @@ test-fast: setup
 	$(VENV)/bin/pytest -q tests/unit
 
 demo: deps setup lab
-	$(SUDO) $(PY) -m tests.lab.demo
+	$(SUDO) $(PY) -m lab.demo
 
 bench: deps setup lab
 	$(SUDO) $(PY) -m bench

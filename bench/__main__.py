@@ -45,8 +45,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench import dnsload  # noqa: E402
 from bench.synchlab import SynchLab, cpu_seconds, rss_mb  # noqa: E402
-from tests.helpers.synchproc import TOKEN  # noqa: E402
-from tests.lab.ports import free_port  # noqa: E402
+from lab.ports import free_port  # noqa: E402
+from lab.synchproc import TOKEN  # noqa: E402
 
 SECTIONS = ("startup", "idle", "dns", "flood", "status", "ami", "sync", "figures")
 DOMAIN = "example.local"

@@ -188,8 +188,8 @@ def sites_for(extensions: int, sites: int) -> dict[str, list[int]]:
 
 
 def settings_file(central: Any, branch: Any, workdir: Path) -> Path:
-    from tests.helpers.synchproc import lab_config
-    from tests.lab.ports import free_port
+    from lab.ports import free_port
+    from lab.synchproc import lab_config
 
     config = lab_config(
         central_host=central.ami_host, central_port=central.ami_port,
@@ -276,8 +276,8 @@ def main() -> int:
                         help="print the N costliest functions of one full cycle")  # fmt: skip
     opts = parser.parse_args()
 
-    from tests.lab.asterisk import new_instance
-    from tests.lab.samples import freepbx_pjsip
+    from lab.asterisk import new_instance
+    from lab.samples import freepbx_pjsip
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-sync-"))
     started = time.monotonic()

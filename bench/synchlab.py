@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.helpers.synchproc import SynchProcess, lab_config
-from tests.lab.asterisk import AsteriskInstance, new_instance
-from tests.lab.dnsmasq import Dnsmasq
-from tests.lab.samples import central_configs
+from lab.asterisk import AsteriskInstance, new_instance
+from lab.dnsmasq import Dnsmasq
+from lab.samples import central_configs
+from lab.synchproc import SynchProcess, lab_config
 
 PROBE_INTERVAL = 1.0
 PROBE_TIMEOUT = 0.8

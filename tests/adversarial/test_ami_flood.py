@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from lab.ports import free_port
+from lab.synchproc import SynchProcess, lab_config
+from lab.wait import wait_until
 from tests.adversarial.hostile_ami import (
     endless_messages,
     endless_reply,
     hostile_central,
     large_reply,
 )
-from tests.helpers.synchproc import SynchProcess, lab_config
-from tests.helpers.wait import wait_until
-from tests.lab.ports import free_port
 
 FLOOD_SECONDS = 8.0
 # A DNS answer from the zone takes well under a millisecond; a starved daemon gives none at all

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from lab.asterisk import AsteriskInstance
+from lab.synchproc import SynchProcess
+from lab.wait import wait_until
 from tests.helpers.hostile_git import arm, fired
 from tests.helpers.owner import Owner, foreign_owner
-from tests.helpers.synchproc import SynchProcess
-from tests.helpers.wait import wait_until
 from tests.integration.test_sync_real import Synch, freepbx_central, ok, settings_for
-from tests.lab.asterisk import AsteriskInstance
 
 pytestmark = pytest.mark.asterisk
 

@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 from dnslib import QTYPE, DNSRecord
 
+from lab.asterisk import AsteriskInstance
+from lab.dnsmasq import Dnsmasq
+from lab.samples import central_configs
+from lab.synchproc import SynchProcess, lab_config
+from lab.wait import wait_until
 from synch.dns.server import TCP_IDLE_TIMEOUT, TCP_PER_CLIENT
-from tests.helpers.synchproc import SynchProcess, lab_config
-from tests.helpers.wait import wait_until
-from tests.lab.asterisk import AsteriskInstance
-from tests.lab.dnsmasq import Dnsmasq
-from tests.lab.samples import central_configs
 
 pytestmark = pytest.mark.asterisk
 

@@ -1,7 +1,7 @@
 """Survivable calling through a WAN outage: with `dialplan` enabled, synch's generated dialplan
 on the branch carries the phones' calls while the central is out of reach.
 
-One bed (tests/e2e/testbed.py, with `dialplan=`) serves the module: it is built healthy and
+One bed (lab/testbed.py, with `dialplan=`) serves the module: it is built healthy and
 synced, then the WAN is cut until synch is in Failover and every phone is registered at the
 branch; the calls are placed from the phones' namespace; the WAN is restored at the end.
 
@@ -23,8 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.phones import Phone
-from tests.e2e.testbed import (
+from lab.phones import Phone
+from lab.samples import secret_for
+from lab.sipp_calls import CallResult, Uas, call, register_from
+from lab.testbed import (
     BRANCH_LAN,
     BRANCH_SITE,
     CENTRAL_WAN,
@@ -33,9 +35,7 @@ from tests.e2e.testbed import (
     PHONE_EXTS,
     TestBed,
 )
-from tests.helpers.wait import wait_until
-from tests.lab.samples import secret_for
-from tests.lab.sipp_calls import CallResult, Uas, call, register_from
+from lab.wait import wait_until
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.netns, pytest.mark.slow]
 

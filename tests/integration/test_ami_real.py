@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.asterisk import AsteriskInstance, new_instance
+from lab.asterisk import AsteriskInstance, new_instance
 from tests.unit.fake_ami import PatchedScript, run_patched
 
 pytestmark = pytest.mark.asterisk

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.synchproc import SynchProcess, lab_config
-from tests.helpers.wait import wait_until
-from tests.lab.asterisk import AsteriskInstance, new_instance
-from tests.lab.dnsmasq import Dnsmasq
-from tests.lab.ports import free_port
+from lab.asterisk import AsteriskInstance, new_instance
+from lab.dnsmasq import Dnsmasq
+from lab.ports import free_port
+from lab.synchproc import SynchProcess, lab_config
+from lab.wait import wait_until
 
 pytestmark = pytest.mark.asterisk
 CERT_NAME = "localhost"  # the only name in the certificate; 127.0.0.1 is not in it

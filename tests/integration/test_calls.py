@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.wait import wait_until
-from tests.lab.asterisk import AsteriskInstance, new_instance
-from tests.lab.ports import free_port
-from tests.lab.samples import central_configs, secret_for
-from tests.lab.sipp_calls import Uas, call, register_from
+from lab.asterisk import AsteriskInstance, new_instance
+from lab.ports import free_port
+from lab.samples import central_configs, secret_for
+from lab.sipp_calls import Uas, call, register_from
+from lab.wait import wait_until
 from tests.unit.fake_ami import run_patched
 
 pytestmark = pytest.mark.asterisk

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from lab.wait import wait_until
 from synch.control.protocol import ControlProtocol, StatusSnapshot
 from synch.control.server import ControlServer
 from synch.states import Monitor, Service, SyncState
-from tests.helpers.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 STATUS = b'[{"Timestamp":"20190522181925","Monitor":"Stable","Sync":"Synced","Service":"Normal"}]\n'

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.synchproc import TOKEN, SynchProcess, lab_config
-from tests.helpers.wait import wait_until
-from tests.lab.asterisk import AsteriskInstance
-from tests.lab.dnsmasq import Dnsmasq
-from tests.lab.netns import Netns
-from tests.lab.samples import central_configs
+from lab.asterisk import AsteriskInstance
+from lab.dnsmasq import Dnsmasq
+from lab.netns import Netns
+from lab.samples import central_configs
+from lab.synchproc import TOKEN, SynchProcess, lab_config
+from lab.wait import wait_until
 
 pytestmark = pytest.mark.asterisk
 

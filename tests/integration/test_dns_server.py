@@ -1,7 +1,7 @@
 """The DNS servers over real UDP and TCP on 127.0.0.1, queried with dig and dnslib.
 
 The servers run in their own process (tests/integration/dns_server_app.py); the upstream is a
-real dnsmasq on loopback (tests/lab/dnsmasq.py) or a UDP socket that never answers. The state
+real dnsmasq on loopback (lab/dnsmasq.py) or a UDP socket that never answers. The state
 switch is the target file the app re-reads.
 """
 
@@ -26,11 +26,11 @@ import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 from gevent import socket as gsocket
 
+from lab.dnsmasq import Dnsmasq, SilentUdpServer
 from synch.config import DnsSettings, Endpoint
 from synch.dns.server import DnsServers, DnsService
 from synch.dns.zone import ZoneView
 from synch.metrics import Metrics
-from tests.lab.dnsmasq import Dnsmasq, SilentUdpServer
 
 ROOT = Path(__file__).resolve().parents[2]
 NORMAL = "10.0.0.254"

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from dnslib import RCODE
 
-from tests.helpers.synchproc import ADMIN_TOKEN, TOKEN, SynchProcess, lab_config
-from tests.helpers.wait import wait_until
-from tests.lab.asterisk import AsteriskInstance
-from tests.lab.dnsmasq import Dnsmasq
-from tests.lab.samples import DEFAULT_SITES, central_configs, secret_for
+from lab.asterisk import AsteriskInstance
+from lab.dnsmasq import Dnsmasq
+from lab.samples import DEFAULT_SITES, central_configs, secret_for
+from lab.synchproc import ADMIN_TOKEN, TOKEN, SynchProcess, lab_config
+from lab.wait import wait_until
 
 pytestmark = pytest.mark.asterisk
 

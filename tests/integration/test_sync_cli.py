@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.synchproc import SynchProcess
-from tests.helpers.wait import wait_until
+from lab.asterisk import AsteriskInstance
+from lab.synchproc import SynchProcess
+from lab.wait import wait_until
 from tests.integration.test_sync_real import Synch, freepbx_central, ok, settings_for
-from tests.lab.asterisk import AsteriskInstance
 
 pytestmark = pytest.mark.asterisk
 

@@ -22,13 +22,13 @@ from typing import Any
 
 import pytest
 
+from lab.asterisk import AsteriskInstance, running_instance
+from lab.ports import free_port
+from lab.samples import ORIGINAL_README_SIP_ADDITIONAL, freepbx_pjsip, secret_for
+from lab.sipp import register
+from lab.synchproc import SynchProcess, lab_config
+from lab.wait import wait_until
 from synch.sync.model import ConfigFile, parse_conf_text
-from tests.helpers.synchproc import SynchProcess, lab_config
-from tests.helpers.wait import wait_until
-from tests.lab.asterisk import AsteriskInstance, running_instance
-from tests.lab.ports import free_port
-from tests.lab.samples import ORIGINAL_README_SIP_ADDITIONAL, freepbx_pjsip, secret_for
-from tests.lab.sipp import register
 
 pytestmark = pytest.mark.asterisk
 

@@ -26,12 +26,12 @@ from typing import Any
 import pytest
 import yaml
 
+from lab.asterisk import AsteriskInstance, new_instance
+from lab.dnsmasq import Dnsmasq
+from lab.samples import central_configs
+from lab.synchproc import SynchProcess, lab_config
+from lab.wait import wait_until
 from synch import __version__
-from tests.helpers.synchproc import SynchProcess, lab_config
-from tests.helpers.wait import wait_until
-from tests.lab.asterisk import AsteriskInstance, new_instance
-from tests.lab.dnsmasq import Dnsmasq
-from tests.lab.samples import central_configs
 from tests.observability import queries
 from tests.observability.deps import need
 from tests.observability.promserver import Prometheus, running_prometheus, scrape_config
@@ -44,7 +44,7 @@ SCRAPE = 1.0  # seconds; the rules are evaluated as often
 # Grafana's $__rate_interval for a 1 s scrape is a few seconds; 5m keeps rates defined for the
 # whole module however long the earlier tests take.
 RATE_INTERVAL = "5m"
-# Kill -> Failed takes 3 probe errors at 0.5 s (tests/helpers/synchproc.py), then a scrape and an
+# Kill -> Failed takes 3 probe errors at 0.5 s (lab/synchproc.py), then a scrape and an
 # evaluation; fallback needs the central to boot and 3 good probes. Bounds with ample margins.
 FIRE_WITHIN = 30.0
 RESOLVE_WITHIN = 90.0

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.lab.chroot import owner_alive, owner_tag
+from lab.chroot import owner_alive, owner_tag
 
 POOL = ipaddress.IPv4Network("10.231.0.0/16")
 LOCK = Path("/run/synch-lab-netns.lock")

@@ -22,7 +22,7 @@ the branch's base config then includes them and has the trunk `pstn-gw` to the P
 10.232.1.20 on the phones' LAN, where a test answers with a sipp uas; and the central has a
 mailbox for every phone.
 
-Namespace names start with tests.lab.netns's prefix and record their owner there, so a run
+Namespace names start with lab.netns's prefix and record their owner there, so a run
 that was killed is cleaned up by the next one.
 """
 
@@ -48,14 +48,14 @@ from typing import Any
 
 from dnslib import QTYPE, DNSRecord
 
-from tests.e2e.phones import Phone
-from tests.helpers.wait import wait_until
-from tests.lab import netns as labnetns
-from tests.lab.asterisk import AsteriskInstance, new_instance
-from tests.lab.chroot import owner_tag
-from tests.lab.samples import freepbx_pjsip, secret_for
+from lab import netns as labnetns
+from lab.asterisk import AsteriskInstance, new_instance
+from lab.chroot import owner_tag
+from lab.phones import Phone
+from lab.samples import freepbx_pjsip, secret_for
+from lab.wait import wait_until
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 BRANCH_LAN = "10.232.1.1"
 PHONE_ADDRS = ("10.232.1.11", "10.232.1.12", "10.232.1.13")
 LAN_PREFIX = "10.232.1.0/24"

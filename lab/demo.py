@@ -12,10 +12,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.lab.asterisk import AsteriskInstance, new_instance
-from tests.lab.dnsmasq import Dnsmasq
-from tests.lab.ports import free_port
-from tests.lab.samples import central_configs
+from lab.asterisk import AsteriskInstance, new_instance
+from lab.dnsmasq import Dnsmasq
+from lab.ports import free_port
+from lab.samples import central_configs
 
 TOKEN = "token1"
 ADMIN = "demo-admin"

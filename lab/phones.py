@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.lab.sipp import register_xml
+from lab.sipp import register_xml
 
 
 @dataclass(frozen=True)

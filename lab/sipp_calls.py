@@ -21,8 +21,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.lab.ports import free_port
-from tests.lab.sipp import RegisterResult, SippMissing, register
+from lab.ports import free_port
+from lab.sipp import RegisterResult, SippMissing, register
 
 _SDP = """
       v=0

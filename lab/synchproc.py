@@ -15,8 +15,8 @@ from typing import Any
 
 from dnslib import QTYPE, DNSRecord
 
-from tests.helpers.wait import wait_until
-from tests.lab.ports import free_port
+from lab.ports import free_port
+from lab.wait import wait_until
 
 TOKEN = "token1"
 ADMIN_TOKEN = "admin-secret-1"

@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.lab.chroot import LabError, lab_root, owner_alive, owner_tag
-from tests.lab.ports import free_port
+from lab.chroot import LabError, lab_root, owner_alive, owner_tag
+from lab.ports import free_port
 
 INSTANCES = "srv/synch-lab"
 AMI_USER = "synch"

@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.lab.ports import free_port
+from lab.ports import free_port
 
 # sipp expands [service] (-s), [local_ip]/[local_port], [remote_ip]/[remote_port], [branch],
 # [call_id], [pid], [call_number], [len] and [authentication] (from the last 401/407).

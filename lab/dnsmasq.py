@@ -18,7 +18,7 @@ from types import TracebackType
 
 from dnslib import DNSRecord
 
-from tests.lab.ports import free_port
+from lab.ports import free_port
 
 DNSMASQ = "/usr/sbin/dnsmasq"
 
