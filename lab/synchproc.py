@@ -8,16 +8,17 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dnslib import QTYPE, DNSRecord
 
+from lab.netns import ns_socket
 from lab.ports import free_port
 from lab.wait import wait_until
 
+REPO = Path(__file__).resolve().parents[1]
 TOKEN = "token1"
 ADMIN_TOKEN = "admin-secret-1"
 
@@ -89,9 +90,17 @@ def lab_config(
 
 
 class SynchProcess:
-    def __init__(self, config: dict[str, Any], workdir: Path):
+    """`synch run` as a subprocess, and clients for its sockets.
+
+    With `netns`, synch runs inside that network namespace (the failover bed's branch) and the
+    clients reach its sockets there; it then runs in its own session, and dies with the test
+    process even when that one is killed outright.
+    """
+
+    def __init__(self, config: dict[str, Any], workdir: Path, netns: str | None = None):
         self.config = config
         self.workdir = workdir
+        self.netns = netns
         self.config_path = workdir / "appsettings.json"
         self.log_path = workdir / "synch.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -106,6 +115,19 @@ class SynchProcess:
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "synch.cli", *args, "-c", str(self.config_path)]
 
+    def _where(self, argv: list[str]) -> list[str]:
+        """`argv` as it runs: in the namespace, if any, and killed when this process dies
+        (setpriv: in its own session nothing else would stop it). `ip netns exec` and setpriv
+        exec it, so the pid stays the command's."""
+        if self.netns is None:
+            return argv
+        return ["ip", "netns", "exec", self.netns, "setpriv", "--pdeathsig", "KILL", *argv]
+
+    def _env(self, env: dict[str, str] | None = None) -> dict[str, str]:
+        # The package from this tree, whether or not it is installed in the environment.
+        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+        return {**os.environ, "PYTHONPATH": path, **(env or {})}
+
     def start(
         self,
         wait: bool = True,
@@ -113,25 +135,43 @@ class SynchProcess:
         preexec_fn: Callable[[], None] | None = None,
     ) -> SynchProcess:
         """`preexec_fn` runs in the child before synch starts (e.g. to lower an rlimit)."""
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(
-            self.command("run"), stdout=log, stderr=log,
-            env={**os.environ, **env} if env else None, preexec_fn=preexec_fn,
-        )
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self._where(self.command("run")), stdout=log, stderr=log,
+                stdin=subprocess.DEVNULL, env=self._env(env), preexec_fn=preexec_fn,
+                cwd=self.workdir if self.netns else None, start_new_session=bool(self.netns),
+            )  # fmt: skip
         if wait:
-            wait_until(self._answering, 15, message=f"synch answering; log:\n{self.log()}")
+            wait_until(self._answering, 20, message=f"synch answering; log:\n{self.log()}")
         return self
 
     def _answering(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise AssertionError(f"synch exited {self.proc.returncode}:\n{self.log()}")
         try:
-            return self.ask(f"GetStatus({TOKEN})").startswith("[{")
+            return self.ask(f"GetStatus({self.token})").startswith("[{")
         except OSError:
             return False
 
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "synch was never started"
+        return self.proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL, as in a crash or an OOM kill."""
+        if self.running:
+            assert self.proc is not None
+            self.proc.kill()
+            self.proc.wait(10)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int | None:
+        """Send `sig` and wait for the exit code; one that does not exit within `timeout` s is
+        killed, and TimeoutExpired raised."""
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
         self.proc.send_signal(sig)
@@ -142,18 +182,28 @@ class SynchProcess:
             self.proc.wait()
             raise
 
-    def log(self) -> str:
+    def log(self, tail: int = 8000) -> str:
         try:
-            return self.log_path.read_text(errors="replace")[-6000:]
+            return self.log_path.read_text(errors="replace")[-tail:]
         except FileNotFoundError:
             return ""
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """`synch ARGS... -c CONFIG` (where synch runs); its output."""
         return subprocess.run(
-            self.command(*args), capture_output=True, text=True, timeout=timeout, check=False
-        )
+            self._where(self.command(*args)), capture_output=True, text=True, timeout=timeout,
+            check=False, env=self._env(),
+        )  # fmt: skip
 
     # -- clients ------------------------------------------------------------------------------
+
+    @property
+    def token(self) -> str:
+        return str(self.config["servicecontrol"]["token"])
+
+    @property
+    def admin_token(self) -> str:
+        return str(self.config["servicecontrol"]["admintoken"])
 
     @property
     def dns_port(self) -> int:
@@ -164,31 +214,53 @@ class SynchProcess:
         m = self.config["metrics"]
         return f"http://{m['listenaddress']}:{m['port']}/metrics"
 
-    def ask(self, line: str, timeout: float = 5) -> str:
-        sc = self.config["servicecontrol"]
-        with socket.create_connection((sc["listenaddress"], sc["port"]), timeout=timeout) as s:
-            s.sendall(line.encode() + b"\n")
+    def _exchange(self, section: str, request: bytes, timeout: float) -> bytes:
+        """Send `request` to the TCP listener of settings section `section` (from synch's
+        namespace) and read until it closes."""
+        address = (self.config[section]["listenaddress"], self.config[section]["port"])
+        if self.netns is None:
+            sock = socket.create_connection(address, timeout=timeout)
+        else:
+            sock = ns_socket(self.netns, socket.AF_INET, socket.SOCK_STREAM)
+        with sock:
+            sock.settimeout(timeout)
+            if self.netns is not None:
+                sock.connect(address)
+            sock.sendall(request)
             chunks = []
-            while chunk := s.recv(65536):
+            while chunk := sock.recv(65536):
                 chunks.append(chunk)
-        return b"".join(chunks).decode()
+        return b"".join(chunks)
+
+    def ask(self, line: str, timeout: float = 5) -> str:
+        """One request line on the status socket; the reply."""
+        return self._exchange("servicecontrol", line.encode() + b"\n", timeout).decode()
 
     def status(self) -> dict[str, str]:
-        reply = self.ask(f"GetStatus({TOKEN})")
+        reply = self.ask(f"GetStatus({self.token})")
         parsed: list[dict[str, str]] = json.loads(reply)
         return parsed[0]
 
     def details(self) -> dict[str, Any]:
-        parsed: dict[str, Any] = json.loads(self.ask(f"GetDetails({TOKEN})"))
+        parsed: dict[str, Any] = json.loads(self.ask(f"GetDetails({self.token})"))
         return parsed
 
-    def admin(self, action: str) -> dict[str, Any]:
-        parsed: dict[str, Any] = json.loads(self.ask(f"{action}({ADMIN_TOKEN})", timeout=30))
+    def admin(self, action: str, timeout: float = 30) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.ask(f"{action}({self.admin_token})", timeout))
         return parsed
+
+    def metrics(self, timeout: float = 5) -> str:
+        """The Prometheus text of /metrics."""
+        reply = self._exchange("metrics", b"GET /metrics HTTP/1.0\r\nHost: synch\r\n\r\n",
+                               timeout).decode()  # fmt: skip
+        head, _, body = reply.partition("\r\n\r\n")
+        assert " 200 " in head.split("\r\n", 1)[0], f"/metrics answered {head!r}"
+        return body
 
     def query(
         self, name: str, qtype: str = "A", tcp: bool = False, timeout: float = 5
     ) -> DNSRecord:
+        """A DNS query to synch over loopback (from this process's namespace)."""
         q = DNSRecord.question(name, qtype)
         raw = q.send("127.0.0.1", self.dns_port, tcp=tcp, timeout=timeout)
         return DNSRecord.parse(raw)
@@ -203,5 +275,33 @@ class SynchProcess:
         return int(reply.rr[0].rdata.times[0])
 
 
-def elapsed_since(start: float) -> float:
-    return time.monotonic() - start
+def metric_samples(text: str, name: str) -> dict[str, float]:
+    """{labels-or-'': value} of the samples called exactly `name` in a Prometheus text."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            key, _, value = line.rpartition(" ")
+            out[key[len(name) :]] = float(value)
+    return out
+
+
+def metric_value(text: str, sample: str) -> float:
+    """The value of one sample, named as written (`name{label="x"}`); AssertionError if absent."""
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{sample} missing from /metrics")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    """A process's resident memory now, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise ProcessLookupError(f"no VmRSS for pid {pid}: it has exited")

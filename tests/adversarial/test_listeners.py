@@ -26,7 +26,7 @@ from dnslib import QTYPE, DNSRecord
 from lab.asterisk import AsteriskInstance
 from lab.dnsmasq import Dnsmasq
 from lab.samples import central_configs
-from lab.synchproc import SynchProcess, lab_config
+from lab.synchproc import SynchProcess, lab_config, metric_value
 from lab.wait import wait_until
 from synch.dns.server import TCP_IDLE_TIMEOUT, TCP_PER_CLIENT
 
@@ -139,13 +139,6 @@ def scrape(synch: SynchProcess, source: str = "127.0.0.1") -> str:
         conn.close()
 
 
-def sample(text: str, prefix: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(prefix + " "):
-            return float(line.split()[-1])
-    raise AssertionError(f"{prefix} missing from /metrics")
-
-
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -216,7 +209,7 @@ def test_idle_metrics_connections_cannot_exhaust_file_descriptors(
         # The daemon drops the idle connections itself (the clients still hold theirs)...
         text = wait_until(lambda: scrape(synch), 40, message=synch.log())
         full = 'synch_connections_rejected_total{listener="metrics",reason="full"}'
-        assert sample(text, full) > 0
+        assert metric_value(text, full) > 0
         # ...and after the clients let go too, metrics keeps answering, promtool-clean.
         close_all(held)
         text = scrape(synch)
@@ -262,10 +255,10 @@ def test_tcp_dns_slots_cannot_be_held_by_strangers_or_by_one_client(
         assert time.monotonic() - started < AT_ONCE
         after = scrape(synch)
         rejected = 'synch_connections_rejected_total{listener="dns",reason="%s"}'
-        assert sample(after, rejected % "not_allowed") == TCP_POOL + 20
-        assert sample(after, rejected % "client_limit") == 20
+        assert metric_value(after, rejected % "not_allowed") == TCP_POOL + 20
+        assert metric_value(after, rejected % "client_limit") == 20
         refused = 'synch_dns_queries_total{answer="refused"}'
-        assert sample(after, refused) - sample(before, refused) == TCP_POOL + 20
+        assert metric_value(after, refused) - metric_value(before, refused) == TCP_POOL + 20
     finally:
         close_all(strangers)
         close_all(greedy)

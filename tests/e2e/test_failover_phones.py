@@ -26,6 +26,7 @@ import pytest
 
 from lab.phones import resolve
 from lab.samples import freepbx_pjsip
+from lab.synchproc import metric_samples
 from lab.testbed import (
     BRANCH_LAN,
     BRANCH_SITE,
@@ -38,7 +39,6 @@ from lab.testbed import (
     TestBed,
     central_files,
     measure_cut,
-    metric_samples,
     sample_until,
 )
 from lab.wait import wait_until

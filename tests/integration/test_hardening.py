@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from dnslib import RCODE
 from lab.asterisk import AsteriskInstance
 from lab.dnsmasq import Dnsmasq
 from lab.samples import DEFAULT_SITES, central_configs, secret_for
-from lab.synchproc import ADMIN_TOKEN, TOKEN, SynchProcess, lab_config
+from lab.synchproc import ADMIN_TOKEN, TOKEN, SynchProcess, lab_config, metric_value
 from lab.wait import wait_until
 
 pytestmark = pytest.mark.asterisk
@@ -51,12 +50,7 @@ def make_synch(
 
 
 def refused_count(synch: SynchProcess) -> float:
-    with urllib.request.urlopen(synch.metrics_url, timeout=5) as response:
-        text = response.read().decode()
-    for line in text.splitlines():
-        if line.startswith('synch_dns_queries_total{answer="refused"}'):
-            return float(line.split()[-1])
-    raise AssertionError('synch_dns_queries_total{answer="refused"} missing from /metrics')
+    return metric_value(synch.metrics(), 'synch_dns_queries_total{answer="refused"}')
 
 
 def test_no_secret_reaches_the_log_at_trace_level(
