@@ -25,7 +25,7 @@ import pytest
 
 from lab.phones import Phone
 from lab.samples import secret_for
-from lab.sipp_calls import CallResult, Uas, call, register_from
+from lab.sipp import SippResult, Uas, call, register_from
 from lab.testbed import (
     BRANCH_LAN,
     BRANCH_SITE,
@@ -107,7 +107,7 @@ def in_a_call(bed: TestBed, ext: int) -> Iterator[Phone]:
         handset.start()
 
 
-def place_call(bed: TestBed, number: str, **kwargs: object) -> CallResult:
+def place_call(bed: TestBed, number: str, **kwargs: object) -> SippResult:
     """A call from the caller's phone (its own LAN address) to `number` at the branch."""
     with in_a_call(bed, CALLER) as handset:
         return call(
@@ -161,8 +161,8 @@ def app_running(bed: TestBed, app: str, data_part: str) -> bool:
     return any(f[5] == app and data_part in f[6] for f in channels(bed) if len(f) > 6)
 
 
-def in_background(work: Callable[[], CallResult]) -> tuple[threading.Thread, list[CallResult]]:
-    results: list[CallResult] = []
+def in_background(work: Callable[[], SippResult]) -> tuple[threading.Thread, list[SippResult]]:
+    results: list[SippResult] = []
     thread = threading.Thread(target=lambda: results.append(work()), daemon=True)
     thread.start()
     return thread, results

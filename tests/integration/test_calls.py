@@ -19,7 +19,7 @@ import pytest
 from lab.asterisk import AsteriskInstance, new_instance
 from lab.ports import free_port
 from lab.samples import central_configs, secret_for
-from lab.sipp_calls import Uas, call, register_from
+from lab.sipp import Uas, call, register_from
 from lab.wait import wait_until
 from tests.unit.fake_ami import run_patched
 
