@@ -5,23 +5,21 @@
 SETTINGS_JSON: DnsSettings fields (forwarders as [[host, port], ...]). TARGET_FILE holds the
 current target address, re-read at each query; the serial grows each time it changes (the
 daemon's state switch, reduced to a file). Prints `PORT <udp> <tcp>` once serving; on SIGTERM
-stops and prints `COUNTERS {json}` (synch_dns_queries_total by answer), exit 0.
+stops and prints `COUNTERS {json}` (synch_dns_queries_total by answer), exit 0
+(tests/helpers/serverapp.py).
 """
 
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from pathlib import Path
-
-import gevent
-import gevent.event
 
 from synch.config import DnsSettings, Endpoint
 from synch.dns.server import DnsServers, DnsService
 from synch.dns.zone import ZoneView
 from synch.metrics import DNS_ANSWERS, Metrics
+from tests.helpers.serverapp import serve
 
 
 class FileView:
@@ -47,17 +45,14 @@ def main(settings_path: str, target_path: str) -> int:
         settings.port,
     )
     servers.start()
-    print(f"PORT {servers.udp_port} {servers.tcp_port}", flush=True)
-    stopped = gevent.event.Event()
-    gevent.signal_handler(signal.SIGTERM, stopped.set)
-    stopped.wait()
-    servers.stop()
-    counters = {
-        answer: metrics.registry.get_sample_value("synch_dns_queries_total", {"answer": answer})
-        for answer in DNS_ANSWERS
-    }
-    print("COUNTERS " + json.dumps(counters), flush=True)
-    return 0
+    return serve(
+        (servers.udp_port, servers.tcp_port),
+        servers.stop,
+        lambda: {
+            answer: metrics.registry.get_sample_value("synch_dns_queries_total", {"answer": answer})
+            for answer in DNS_ANSWERS
+        },
+    )
 
 
 if __name__ == "__main__":
