@@ -189,15 +189,9 @@ def sites_for(extensions: int, sites: int) -> dict[str, list[int]]:
 
 def settings_file(central: Any, branch: Any, workdir: Path) -> Path:
     from lab.ports import free_port
-    from lab.synchproc import lab_config
+    from lab.synchproc import lab_config_for
 
-    config = lab_config(
-        central_host=central.ami_host, central_port=central.ami_port,
-        central_user=central.ami_user, central_secret=central.ami_secret,
-        branch_port=branch.ami_port, branch_user=branch.ami_user,
-        branch_secret=branch.ami_secret, localconfigspath=branch.config_dir,
-        forwarders=[f"127.0.0.1:{free_port('both')}"],
-    )  # fmt: skip
+    config = lab_config_for(central, branch, branch.config_dir, [f"127.0.0.1:{free_port('both')}"])
     config["probemonitor"]["interval"] = 300
     config["amiremote"]["timeout"] = 300
     config["amilocal"]["timeout"] = 300

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from dnslib import QTYPE, DNSRecord
 
@@ -87,6 +87,56 @@ def lab_config(
     for section, values in overrides.items():
         config.setdefault(section, {}).update(values)
     return config
+
+
+class AmiAccount(Protocol):
+    """Where and as whom synch reaches an Asterisk's AMI (an AsteriskInstance)."""
+
+    ami_host: str
+    ami_port: int
+    ami_user: str
+    ami_secret: str
+
+
+def lab_config_for(
+    central: AmiAccount,
+    branch: AmiAccount,
+    localconfigspath: str | Path,
+    forwarders: list[str],
+    *,
+    central_host: str | None = None,
+    **overrides: dict[str, Any],
+) -> dict[str, Any]:
+    """lab_config with `central`'s AMI as synch's remote (at `central_host` if given) and
+    `branch`'s as its local one."""
+    return lab_config(
+        central_host=central_host or central.ami_host, central_port=central.ami_port,
+        central_user=central.ami_user, central_secret=central.ami_secret,
+        branch_port=branch.ami_port, branch_user=branch.ami_user,
+        branch_secret=branch.ami_secret, localconfigspath=localconfigspath,
+        forwarders=forwarders, **overrides,
+    )  # fmt: skip
+
+
+def synch_for(
+    workdir: Path,
+    central: AmiAccount,
+    upstream_port: int,
+    *,
+    branch: AmiAccount | None = None,
+    central_host: str | None = None,
+    **overrides: dict[str, Any],
+) -> SynchProcess:
+    """A SynchProcess (not started) between `central` and `branch` (the central itself when
+    none is given, for tests that need no second Asterisk), syncing into workdir/branch-etc,
+    forwarding to a resolver on loopback port `upstream_port`."""
+    etc = workdir / "branch-etc"
+    etc.mkdir(exist_ok=True)
+    config = lab_config_for(
+        central, branch or central, etc, [f"127.0.0.1:{upstream_port}"],
+        central_host=central_host, **overrides,
+    )  # fmt: skip
+    return SynchProcess(config, workdir)
 
 
 class SynchProcess:

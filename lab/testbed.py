@@ -45,7 +45,7 @@ from lab.asterisk import AsteriskInstance, new_instance
 from lab.netns import Netns, link, new_netns, ns_socket
 from lab.phones import Phone
 from lab.samples import freepbx_pjsip, secret_for
-from lab.synchproc import SynchProcess
+from lab.synchproc import SynchProcess, lab_config_for
 from lab.wait import wait_until
 
 BRANCH_LAN = "10.232.1.1"
@@ -179,56 +179,34 @@ def synch_config(
     """The bed's settings; `dialplan` (keys of the `dialplan` section) turns survivable calling
     on with the bed's trunk."""
     extra = {} if dialplan is None else {"dialplan": {"enabled": True, "trunk": TRUNK, **dialplan}}
-    return {
-        "loglevel": {"default": "debug"},
-        "probemonitor": {
+    return lab_config_for(
+        central,
+        branch,
+        localconfigspath,
+        # Nothing listens there: names outside the zone get SERVFAIL, and no query leaves.
+        ["127.0.0.1:5353"],
+        central_host=CENTRAL_WAN,
+        probemonitor={
             "failureTolerance": timers.failure_tolerance,
             "aliveThreshold": timers.alive_threshold,
             "errorPenaltyPoints": timers.error_penalty,
             "interval": timers.interval,
         },
-        "amiremote": {
-            "hostname": CENTRAL_WAN,
-            "port": central.ami_port,
-            "username": central.ami_user,
-            "password": central.ami_secret,
-            "timeout": timers.timeout,
-        },
-        "amilocal": {
-            "hostname": "127.0.0.1",
-            "port": branch.ami_port,
-            "username": branch.ami_user,
-            "password": branch.ami_secret,
-        },
-        "syncmanager": {
-            "mode": "pjsip",
-            "interval": timers.sync_interval,
-            "filterkey": "accountcode",
-            "filtervalue": f"^{BRANCH_SITE}$",
-            "localconfigspath": str(localconfigspath),
-        },
-        "dnsservice": {
+        amiremote={"timeout": timers.timeout},
+        amilocal={"hostname": "127.0.0.1"},
+        syncmanager={"interval": timers.sync_interval, "filtervalue": f"^{BRANCH_SITE}$"},
+        dnsservice={
             "listenaddress": BRANCH_LAN,
             "port": 53,
             "domain": DOMAIN,
-            "record": "sip",
             "recordttl": timers.recordttl,
             "targetnormal": CENTRAL_WAN,
             "targetfailover": BRANCH_LAN,
-            # Nothing listens there: names outside the zone get SERVFAIL, and no query leaves.
-            "forwarders": ["127.0.0.1:5353"],
-            "forwardtimeout": 0.5,
-            "defaultstate": "Failover",
         },
-        "servicecontrol": {
-            "token": TOKEN,
-            "admintoken": ADMIN_TOKEN,
-            "listenaddress": "127.0.0.1",
-            "port": STATUS_PORT,
-        },
-        "metrics": {"listenaddress": "127.0.0.1", "port": METRICS_PORT},
+        servicecontrol={"token": TOKEN, "admintoken": ADMIN_TOKEN, "port": STATUS_PORT},
+        metrics={"port": METRICS_PORT},
         **extra,
-    }
+    )
 
 
 # -- the bed ------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from dnslib import QTYPE, DNSRecord
 from lab.asterisk import AsteriskInstance
 from lab.dnsmasq import Dnsmasq
 from lab.samples import central_configs
-from lab.synchproc import SynchProcess, lab_config, metric_value
+from lab.synchproc import SynchProcess, metric_value, synch_for
 from lab.wait import wait_until
 from synch.dns.server import TCP_IDLE_TIMEOUT, TCP_PER_CLIENT
 
@@ -52,16 +52,7 @@ def upstream(dnsmasq: Callable[..., Dnsmasq]) -> Dnsmasq:
 def make_synch(
     tmp_path: Path, central: AsteriskInstance, upstream: Dnsmasq, **overrides: dict[str, Any]
 ) -> SynchProcess:
-    etc = tmp_path / "branch-etc"
-    etc.mkdir(exist_ok=True)
-    config = lab_config(
-        central_host=central.ami_host, central_port=central.ami_port,
-        central_user=central.ami_user, central_secret=central.ami_secret,
-        branch_port=central.ami_port, branch_user=central.ami_user,
-        branch_secret=central.ami_secret, localconfigspath=etc,
-        forwarders=[f"127.0.0.1:{upstream.port}"], **overrides,
-    )  # fmt: skip
-    return SynchProcess(config, tmp_path)
+    return synch_for(tmp_path, central, upstream.port, **overrides)
 
 
 # -- clients --------------------------------------------------------------------------------------

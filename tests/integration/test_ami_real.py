@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.asterisk import AsteriskInstance, new_instance
+from lab.asterisk import AsteriskInstance, running_instance
 from tests.unit.fake_ami import PatchedScript, run_patched
 
 pytestmark = pytest.mark.asterisk
@@ -50,14 +50,10 @@ PING_ONLY_USER = "[pingonly]\nsecret = pingonly-secret\nread = system\nwrite =\n
 
 @pytest.fixture(scope="module")
 def central(lab: Path) -> Iterator[AsteriskInstance]:
-    inst = new_instance(
+    with running_instance(
         "ami-central", configs={"test.conf": TEST_CONF}, manager_users=PING_ONLY_USER
-    )
-    try:
-        inst.start()
+    ) as inst:
         yield inst
-    finally:
-        inst.remove()
 
 
 def creds(inst: AsteriskInstance, **extra: object) -> dict[str, object]:

@@ -18,7 +18,7 @@ from dnslib import RCODE
 from lab.asterisk import AsteriskInstance
 from lab.dnsmasq import Dnsmasq
 from lab.samples import DEFAULT_SITES, central_configs, secret_for
-from lab.synchproc import ADMIN_TOKEN, TOKEN, SynchProcess, lab_config, metric_value
+from lab.synchproc import ADMIN_TOKEN, TOKEN, SynchProcess, metric_value, synch_for
 from lab.wait import wait_until
 
 pytestmark = pytest.mark.asterisk
@@ -37,16 +37,7 @@ def upstream(dnsmasq: Callable[..., Dnsmasq]) -> Dnsmasq:
 def make_synch(
     tmp_path: Path, central: AsteriskInstance, upstream: Dnsmasq, **overrides: dict[str, Any]
 ) -> SynchProcess:
-    etc = tmp_path / "branch-etc"
-    etc.mkdir(exist_ok=True)
-    config = lab_config(
-        central_host=central.ami_host, central_port=central.ami_port,
-        central_user=central.ami_user, central_secret=central.ami_secret,
-        branch_port=central.ami_port, branch_user=central.ami_user,
-        branch_secret=central.ami_secret, localconfigspath=etc,
-        forwarders=[f"127.0.0.1:{upstream.port}"], **overrides,
-    )  # fmt: skip
-    return SynchProcess(config, tmp_path)
+    return synch_for(tmp_path, central, upstream.port, **overrides)
 
 
 def refused_count(synch: SynchProcess) -> float:

@@ -24,9 +24,9 @@ import pytest
 
 from lab.asterisk import AsteriskInstance, running_instance
 from lab.ports import free_port
-from lab.samples import ORIGINAL_README_SIP_ADDITIONAL, freepbx_pjsip, secret_for
+from lab.samples import ORIGINAL_README_SIP_ADDITIONAL, PJSIP_KINDS, freepbx_pjsip, secret_for
 from lab.sipp import register
-from lab.synchproc import SynchProcess, lab_config
+from lab.synchproc import SynchProcess, lab_config_for
 from lab.wait import wait_until
 from synch.sync.model import ConfigFile, parse_conf_text
 
@@ -92,6 +92,14 @@ def freepbx_central(sites: dict[str, list[int]], custom: bool = True) -> dict[st
     return files
 
 
+def set_sites(central: AsteriskInstance, sites: dict[str, list[int]]) -> None:
+    """Give the running `central` FreePBX's PJSIP files for `sites` (no custom additions)."""
+    files = freepbx_central(sites, custom=False)
+    for kind in PJSIP_KINDS:
+        central.write_config(f"pjsip.{kind}.conf", files[f"pjsip.{kind}.conf"])
+    central.reload("res_pjsip.so")
+
+
 BIG_SITES = site_extensions(60)  # 360 extensions, 60 of them HeadOffice
 HEADOFFICE = [str(e) for e in BIG_SITES["HeadOffice"]] + ["7001"]
 
@@ -122,13 +130,7 @@ def reloader(lab: Path) -> Iterator[AsteriskInstance]:
 def settings_for(
     central: AsteriskInstance, branch: AsteriskInstance, directory: Path, **sync: Any
 ) -> dict[str, Any]:
-    config = lab_config(
-        central_host=central.ami_host, central_port=central.ami_port,
-        central_user=central.ami_user, central_secret=central.ami_secret,
-        branch_port=branch.ami_port, branch_user=branch.ami_user,
-        branch_secret=branch.ami_secret, localconfigspath=directory,
-        forwarders=[f"127.0.0.1:{free_port('both')}"],
-    )
+    config = lab_config_for(central, branch, directory, [f"127.0.0.1:{free_port('both')}"])
     config["probemonitor"]["interval"] = 10
     config["amiremote"]["timeout"] = 10
     config["amilocal"]["timeout"] = 10
