@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
@@ -15,14 +14,7 @@ from synch.sync.model import (
     parse_getconfig,
     split_reply,
 )
-
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "getconfig"
-
-
-def load(name: str) -> ConfigFile:
-    headers, body = split_reply((FIXTURES / name).read_text(encoding="utf-8"))
-    return parse_getconfig(headers, body)
-
+from tests.helpers.getconfig import load
 
 # -- GetConfig ----------------------------------------------------------------------------------
 
