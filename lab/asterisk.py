@@ -205,6 +205,15 @@ class AsteriskInstance:
                            f"{(out.stdout + out.stderr).strip()}")
         return out.stdout
 
+    def channels(self) -> list[list[str]]:
+        """`core show channels concise`: channel!context!exten!prio!state!app!data!... split."""
+        out = self.cli("core show channels concise")
+        return [line.split("!") for line in out.splitlines() if "!" in line]
+
+    def app_running(self, app: str, data_part: str) -> bool:
+        """A channel is in dialplan application `app` with `data_part` in its arguments."""
+        return any(f[5] == app and data_part in f[6] for f in self.channels() if len(f) > 6)
+
     def reload(self, module: str | None = None) -> None:
         """`module reload MODULE`, or `core reload` for everything; LabError if refused."""
         if module is None:

@@ -150,17 +150,6 @@ def gateway(bed: TestBed) -> Uas:
     return Uas(local_ip=GATEWAY_ADDR, port=SIP_PORT, netns=bed.phones_host.name)
 
 
-def channels(bed: TestBed) -> list[list[str]]:
-    """The branch's `core show channels concise`: channel!context!exten!prio!state!app!data…"""
-    assert bed.branch is not None
-    out = bed.branch.cli("core show channels concise")
-    return [line.split("!") for line in out.splitlines() if "!" in line]
-
-
-def app_running(bed: TestBed, app: str, data_part: str) -> bool:
-    return any(f[5] == app and data_part in f[6] for f in channels(bed) if len(f) > 6)
-
-
 def in_background(work: Callable[[], SippResult]) -> tuple[threading.Thread, list[SippResult]]:
     results: list[SippResult] = []
     thread = threading.Thread(target=lambda: results.append(work()), daemon=True)
@@ -212,6 +201,8 @@ def test_phone_calls_phone_at_the_branch_and_it_answers(outage: TestBed) -> None
 
 def test_unanswered_phone_sends_the_caller_to_voicemail(outage: TestBed) -> None:
     bed = outage
+    branch = bed.branch
+    assert branch is not None
     in_outage(bed)
     with answering_phone(bed, SILENT, answer=False) as callee:
         # Answered by VoiceMail after the ring timeout; held long enough to be seen there.
@@ -220,9 +211,9 @@ def test_unanswered_phone_sends_the_caller_to_voicemail(outage: TestBed) -> None
         )
         try:
             wait_until(
-                lambda: app_running(bed, "VoiceMail", f"{SILENT}@default"),
+                lambda: branch.app_running("VoiceMail", f"{SILENT}@default"),
                 15 + RING_SECONDS,
-                message=f"VoiceMail({SILENT}@default) never ran: {channels(bed)}",
+                message=f"VoiceMail({SILENT}@default) never ran: {branch.channels()}",
             )
         finally:
             thread.join(60)
