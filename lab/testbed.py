@@ -490,27 +490,14 @@ class TestBed:
         return "\n".join(p.timeline(since) for p in self.phones)
 
     def endpoints(self, inst: AsteriskInstance | None) -> set[int]:
+        """The extensions `inst` has an endpoint for."""
         assert inst is not None
-        out = inst.cli("pjsip show endpoints")
-        found = set()
-        for line in out.splitlines():
-            fields = line.split()
-            if len(fields) >= 2 and fields[0] == "Endpoint:" and fields[1].split("/")[0].isdigit():
-                found.add(int(fields[1].split("/")[0]))
-        return found
+        return {int(name) for name in inst.endpoints() if name.isdigit()}
 
     def contacts(self, inst: AsteriskInstance | None) -> set[int]:
         """Extensions with a registered contact on `inst` (its own view)."""
         assert inst is not None
-        out = inst.cli("pjsip show contacts")
-        found = set()
-        for line in out.splitlines():
-            fields = line.split()
-            if len(fields) >= 2 and fields[0] == "Contact:" and "/sip:" in fields[1]:
-                aor = fields[1].split("/", 1)[0]
-                if aor.isdigit():
-                    found.add(int(aor))
-        return found
+        return {int(aor) for aor in inst.contacts() if aor.isdigit()}
 
     # -- putting it back --------------------------------------------------------------------------
 
