@@ -260,7 +260,7 @@ def run_flood(lab: SynchLab, opts: argparse.Namespace, report: Report) -> None:
     stop.set()
     poller.join()
     late, pings = lab.clock.lateness(start, end, interval)
-    alive = lab.synch.proc is not None and lab.synch.proc.poll() is None
+    alive = lab.synch.running
     completed = next((ln.split()[2] for ln in out.splitlines() if "Queries completed" in ln), "")
     report.figure("flood_qps_offered", opts.flood_qps)
     report.figure("flood_seconds", opts.flood_seconds)

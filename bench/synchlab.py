@@ -132,8 +132,8 @@ class SynchLab:
 
     @property
     def pid(self) -> int:
-        assert self.synch is not None and self.synch.proc is not None
-        return self.synch.proc.pid
+        assert self.synch is not None
+        return self.synch.pid
 
     def stop(self) -> None:
         if self.synch is not None:
