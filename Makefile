@@ -2,10 +2,24 @@
 PYTHON  ?= python3
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
-# Debian packages the lab, the tests and the demo use (Asterisk itself lives in a cached sid chroot).
+# Debian packages the lab, the tests and the demo use (Asterisk itself lives in a cached sid chroot):
+# every tool a test runs, so that none is missing on a fresh machine. procps: sysctl; systemd:
+# systemd-analyze; openssh-client: ssh-keygen; e2fsprogs, dosfstools, mtools, fdisk: the image
+# assembly test (mkfs.ext4, mkfs.vfat, mcopy/mdir, sfdisk).
 DEB_PACKAGES := debootstrap sip-tester dnsmasq-base prometheus dnsutils iproute2 netcat-openbsd \
-                git curl python3-venv nftables dnsperf openssl
+                git curl python3-venv nftables dnsperf openssl procps systemd openssh-client \
+                e2fsprogs dosfstools mtools fdisk
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# $(call apt-install,PACKAGES[,APT-GET OPTIONS]): installs those of PACKAGES that are missing, so
+# it is quick on a machine that has everything. Used by `deps` and Makefile.image's `image-deps`.
+define apt-install
+@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+   | grep -q 'ok installed' || echo $$p; done); \
+if [ -n "$$missing" ]; then echo "installing:" $$missing; \
+  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+  $(SUDO) apt-get install -y -q $(2) $$missing; fi
+endef
 
 .PHONY: setup deps lab test test-fast lint demo bench wheel clean
 
@@ -17,19 +31,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-# Installs only what is missing, so it is quick on a machine that has everything.
 deps:
-	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
-	   | grep -q 'ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then echo "installing: $$missing"; \
-	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; fi
+	$(call apt-install,$(DEB_PACKAGES))
 
 # The Debian sid chroot with Asterisk 22, built once and cached outside the work tree.
 lab: deps setup
-	$(SUDO) $(PY) -m tests.lab build
+	$(SUDO) $(PY) -m lab build
 
 lint: setup
-	$(VENV)/bin/ruff check synch tests bench
+	$(VENV)/bin/ruff check synch lab tests bench
 	$(VENV)/bin/mypy
 
 test: deps setup lab lint
@@ -39,7 +49,7 @@ test-fast: setup
 	$(VENV)/bin/pytest -q tests/unit
 
 demo: deps setup lab
-	$(SUDO) $(PY) -m tests.lab.demo
+	$(SUDO) $(PY) -m lab.demo
 
 bench: deps setup lab
 	$(SUDO) $(PY) -m bench

@@ -44,9 +44,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import dnsload  # noqa: E402
-from bench.synchlab import SynchLab, cpu_seconds, rss_mb  # noqa: E402
-from tests.helpers.synchproc import TOKEN  # noqa: E402
-from tests.lab.ports import free_port  # noqa: E402
+from bench.synchlab import SynchLab  # noqa: E402
+from lab.dnsmasq import Dnsmasq  # noqa: E402
+from lab.synchproc import SynchProcess, cpu_seconds, rss_mb  # noqa: E402
 
 SECTIONS = ("startup", "idle", "dns", "flood", "status", "ami", "sync", "figures")
 DOMAIN = "example.local"
@@ -85,23 +85,11 @@ def say(text: str) -> None:
 # -- reference server ------------------------------------------------------------------------
 
 
-class ReferenceDnsmasq:
+def reference_dnsmasq(target: str) -> Dnsmasq:
     """dnsmasq answering the same names as synch's zone: the SIP name, NXDOMAIN for the rest."""
-
-    def __init__(self, target: str) -> None:
-        self.port = free_port("both")
-        argv = [
-            "/usr/sbin/dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts",
-            "--conf-file=/dev/null", "--listen-address=127.0.0.1", f"--port={self.port}",
-            "--bind-interfaces", "--pid-file", "--user=root", "--log-facility=/dev/null",
-            "--address=/#/", f"--address=/{SIP}/{target}", "--local-ttl=5",
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: ask_udp(self.port, DNSRecord.question(SIP)) is not None, 10, "dnsmasq")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(5)
+    server = Dnsmasq(records={SIP: target}, ttl=5, log_queries=False)
+    server.start()
+    return server
 
 
 # -- small clients ---------------------------------------------------------------------------
@@ -126,15 +114,6 @@ def ask_udp(port: int, query: DNSRecord | bytes, timeout: float = 0.5) -> bytes 
         except OSError:
             return None
     return reply
-
-
-def ask_status(port: int, line: str, timeout: float = 5.0) -> str:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(line.encode() + b"\n")
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks).decode()
 
 
 def variant(name: str, rd: bool, cd: bool, edns: bool, qid: int) -> bytes:
@@ -193,7 +172,7 @@ def run_dns(lab: SynchLab, opts: argparse.Namespace, report: Report) -> None:
     status = lab.synch.status()
     if status["Service"] == "Normal":
         target = lab.synch.config["dnsservice"]["targetnormal"]
-    ref = ReferenceDnsmasq(target)
+    ref = reference_dnsmasq(target)
     try:
         ok, why = check_replies(lab.synch.dns_port, target)
         report.check("dns_replies_correct", ok, why or "ID, RD/CD, EDNS echoed; = full path")
@@ -233,12 +212,12 @@ def run_dns(lab: SynchLab, opts: argparse.Namespace, report: Report) -> None:
         ref.stop()
 
 
-def status_poller(port: int, stop: threading.Event, out: dict[str, Any]) -> None:
+def status_poller(synch: SynchProcess, stop: threading.Event, out: dict[str, Any]) -> None:
     worst, failures, count = 0.0, 0, 0
     while not stop.wait(0.25):
         start = time.monotonic()
         try:
-            ok = ask_status(port, f"GetStatus({TOKEN})", timeout=5).startswith("[{")
+            ok = synch.ask(f"GetStatus({synch.token})", timeout=5).startswith("[{")
         except OSError:
             ok = False
         worst = max(worst, time.monotonic() - start)
@@ -251,7 +230,6 @@ def run_flood(lab: SynchLab, opts: argparse.Namespace, report: Report) -> None:
     assert lab.synch is not None and lab.clock is not None
     interval = lab.synch.config["probemonitor"]["interval"]
     port = lab.synch.dns_port
-    control_port = lab.synch.config["servicecontrol"]["port"]
     rng = random.Random(1)
     lines = []
     for n in range(20000):
@@ -266,7 +244,7 @@ def run_flood(lab: SynchLab, opts: argparse.Namespace, report: Report) -> None:
     base_late, base_n = lab.clock.lateness(baseline_end - 30, baseline_end, interval)
     poll: dict[str, Any] = {}
     stop = threading.Event()
-    poller = threading.Thread(target=status_poller, args=(control_port, stop, poll))
+    poller = threading.Thread(target=status_poller, args=(lab.synch, stop, poll))
     poller.start()
     start = time.monotonic()
     cpu0 = cpu_seconds(lab.pid)
@@ -282,7 +260,7 @@ def run_flood(lab: SynchLab, opts: argparse.Namespace, report: Report) -> None:
     stop.set()
     poller.join()
     late, pings = lab.clock.lateness(start, end, interval)
-    alive = lab.synch.proc is not None and lab.synch.proc.poll() is None
+    alive = lab.synch.running
     completed = next((ln.split()[2] for ln in out.splitlines() if "Queries completed" in ln), "")
     report.figure("flood_qps_offered", opts.flood_qps)
     report.figure("flood_seconds", opts.flood_seconds)
@@ -320,6 +298,7 @@ def run_idle(lab: SynchLab, opts: argparse.Namespace, report: Report) -> None:
 
 def run_status(lab: SynchLab, opts: argparse.Namespace, report: Report) -> None:
     assert lab.synch is not None
+    synch = lab.synch
     port = lab.synch.config["servicecontrol"]["port"]
     rss_before = rss_mb(lab.pid)
     slow = []
@@ -335,7 +314,7 @@ def run_status(lab: SynchLab, opts: argparse.Namespace, report: Report) -> None:
         go.wait()
         start = time.monotonic()
         try:
-            ok = ask_status(port, f"GetStatus({TOKEN})", timeout=10).startswith("[{")
+            ok = synch.ask(f"GetStatus({synch.token})", timeout=10).startswith("[{")
         except OSError:
             ok = False
         with lock:

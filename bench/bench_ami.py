@@ -124,7 +124,7 @@ def main() -> None:
 
     instance = None
     if opts.host is None:
-        from tests.lab.asterisk import new_instance
+        from lab.asterisk import new_instance
 
         instance = new_instance("bench-ami", configs={opts.file: peers_conf(opts.peers)})
         instance.start()

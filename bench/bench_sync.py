@@ -189,16 +189,10 @@ def sites_for(extensions: int, sites: int) -> dict[str, list[int]]:
 
 
 def settings_file(central: Any, branch: Any, workdir: Path) -> Path:
-    from tests.helpers.synchproc import lab_config
-    from tests.lab.ports import free_port
+    from lab.ports import free_port
+    from lab.synchproc import lab_config_for
 
-    config = lab_config(
-        central_host=central.ami_host, central_port=central.ami_port,
-        central_user=central.ami_user, central_secret=central.ami_secret,
-        branch_port=branch.ami_port, branch_user=branch.ami_user,
-        branch_secret=branch.ami_secret, localconfigspath=branch.config_dir,
-        forwarders=[f"127.0.0.1:{free_port('both')}"],
-    )  # fmt: skip
+    config = lab_config_for(central, branch, branch.config_dir, [f"127.0.0.1:{free_port('both')}"])
     config["probemonitor"]["interval"] = 300
     config["amiremote"]["timeout"] = 300
     config["amilocal"]["timeout"] = 300
@@ -277,8 +271,8 @@ def main() -> int:
                         help="print the N costliest functions of one full cycle")  # fmt: skip
     opts = parser.parse_args()
 
-    from tests.lab.asterisk import new_instance
-    from tests.lab.samples import freepbx_pjsip
+    from lab.asterisk import new_instance
+    from lab.samples import freepbx_pjsip
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-sync-"))
     started = time.monotonic()

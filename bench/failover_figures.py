@@ -3,7 +3,7 @@
     .venv/bin/python bench/failover_figures.py                # as root: namespaces, lab chroot
     .venv/bin/python bench/failover_figures.py --rounds 3 --interval 5 --timeout 4 --recordttl 30
 
-Builds tests/e2e/testbed.py's bed (central, branch with synch, three sipp phones that
+Builds lab/testbed.py's bed (central, branch with synch, three sipp phones that
 register to `sip.<domain>` by name), then per round: pulls the WAN cable (`link down`), waits
 until the DNS answers the branch and every phone is registered there, holds one registration
 expiry, restores the WAN and waits for the fallback and the phones' return; then the same with
@@ -29,8 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.testbed import CENTRAL_WAN, CutFigures, TestBed, Timers, measure_cut  # noqa: E402
-from tests.lab.chroot import lab_root  # noqa: E402
+from lab.chroot import lab_root  # noqa: E402
+from lab.testbed import CENTRAL_WAN, CutFigures, TestBed, Timers, measure_cut  # noqa: E402
 
 
 def say(text: str) -> None:

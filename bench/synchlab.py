@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import socket
 import tempfile
 import threading
@@ -17,10 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.helpers.synchproc import SynchProcess, lab_config
-from tests.lab.asterisk import AsteriskInstance, new_instance
-from tests.lab.dnsmasq import Dnsmasq
-from tests.lab.samples import central_configs
+from lab.asterisk import AsteriskInstance, new_instance
+from lab.dnsmasq import Dnsmasq
+from lab.samples import central_configs
+from lab.synchproc import SynchProcess, lab_config
 
 PROBE_INTERVAL = 1.0
 PROBE_TIMEOUT = 0.8
@@ -133,8 +132,8 @@ class SynchLab:
 
     @property
     def pid(self) -> int:
-        assert self.synch is not None and self.synch.proc is not None
-        return self.synch.proc.pid
+        assert self.synch is not None
+        return self.synch.pid
 
     def stop(self) -> None:
         if self.synch is not None:
@@ -146,16 +145,3 @@ class SynchLab:
         if self.central is not None:
             self.central.stop()
             self.central.remove()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")

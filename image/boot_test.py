@@ -32,10 +32,10 @@ sys.path.insert(0, str(TOP))
 
 from dnslib import QTYPE, DNSRecord  # noqa: E402
 
-from tests.helpers.wait import wait_until  # noqa: E402
-from tests.lab.asterisk import new_instance  # noqa: E402
-from tests.lab.ports import free_port  # noqa: E402
-from tests.lab.samples import central_configs  # noqa: E402
+from lab.asterisk import new_instance  # noqa: E402
+from lab.ports import free_port  # noqa: E402
+from lab.samples import central_configs  # noqa: E402
+from lab.wait import wait_until  # noqa: E402
 
 TOKEN = "image-test-token"
 DOMAIN = "branch.test"

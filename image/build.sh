@@ -4,7 +4,7 @@
 #   2. the synch stage exactly as pi-gen runs it (image/run-stage.sh)
 #   3. raw disk image: FAT boot + ext4 root (image/assemble.sh)
 #   4. xz for flashing
-# Usage: image/build.sh [OUT_DIR]   (default image/out; needs `make wheel` first)
+# Usage: image/build.sh [OUT_DIR]   (default image/out; needs `make stage-files` first)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TOP="$(dirname "$HERE")"
@@ -19,7 +19,7 @@ for tool in debootstrap mkfs.ext4 mkfs.vfat mcopy sfdisk xz update-binfmts; do
 	command -v "$tool" >/dev/null || die "$tool not found (apt-get install debootstrap \
 qemu-user-static binfmt-support dosfstools mtools fdisk xz-utils e2fsprogs)"
 done
-ls "$STAGE"/files/synch-*.whl >/dev/null 2>&1 || die "no wheel in $STAGE/files: run 'make wheel'"
+ls "$STAGE"/files/synch-*.whl >/dev/null 2>&1 || die "no wheel in $STAGE/files: run 'make stage-files'"
 
 timings="$OUT_DIR/timings.txt"
 : >"$timings"

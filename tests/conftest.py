@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from tests.lab import chroot
-from tests.lab.asterisk import AsteriskInstance, new_instance
-from tests.lab.dnsmasq import Dnsmasq
-from tests.lab.netns import Netns, create_netns
+from lab import chroot
+from lab.asterisk import AsteriskInstance, new_instance
+from lab.dnsmasq import Dnsmasq
+from lab.netns import Netns, create_netns
 
 _MARKERS = {"lab": "asterisk", "asterisk_factory": "asterisk", "netns_factory": "netns"}
 

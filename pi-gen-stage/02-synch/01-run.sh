@@ -1,13 +1,13 @@
 #!/bin/bash -e
-# synch from the wheel `make wheel` put in the stage's files/, and the appliance files.
+# synch from the wheel `make stage-files` put in the stage's files/, and the appliance files.
 files="${STAGE_DIR}/files"
 if ! ls "$files"/synch-*.whl >/dev/null 2>&1; then
-	echo "no synch wheel in $files: run 'make wheel' first" >&2
+	echo "no synch wheel in $files: run 'make stage-files' first" >&2
 	exit 1
 fi
 for f in appliance/synch.service appliance/appsettings.json \
 	appliance/first-boot/synch_first_boot.py appliance/first-boot/synch-first-boot.service; do
-	[ -f "$files/$f" ] || { echo "missing $files/$f: run 'make wheel' first" >&2; exit 1; }
+	[ -f "$files/$f" ] || { echo "missing $files/$f: run 'make stage-files' first" >&2; exit 1; }
 done
 
 install -d "${ROOTFS_DIR}/var/tmp/synch-dist"

@@ -1,6 +1,6 @@
 # A venv of its own: synch's dependencies (gevent, pyst2, ...) stay out of the system python.
 python3 -m venv /opt/synch
-# Offline, from the wheels `make wheel` downloaded for this python and arm64.
+# Offline, from the wheels `make stage-files` downloaded for this python and arm64.
 /opt/synch/bin/pip install --disable-pip-version-check -q --no-index \
 	--find-links /var/tmp/synch-dist /var/tmp/synch-dist/synch-*.whl
 rm -rf /var/tmp/synch-dist

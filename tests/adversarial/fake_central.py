@@ -1,12 +1,12 @@
 """A scriptable central for races a real Asterisk will not produce on demand (a GetConfig that
-takes seconds): the FakeAmi serving FreePBX-style PJSIP files from tests.lab.samples, with a
+takes seconds): the FakeAmi serving FreePBX-style PJSIP files from lab.samples, with a
 CoreStatus reload mark that moves whenever the files do."""
 
 from __future__ import annotations
 
 import threading
 
-from tests.lab.samples import PJSIP_KINDS, freepbx_pjsip
+from lab.samples import PJSIP_KINDS, freepbx_pjsip
 from tests.unit.fake_ami import (
     AsteriskBehaviour,
     FakeAction,

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from lab.ports import free_port
+from lab.synchproc import SynchProcess, lab_config, rss_mb
+from lab.wait import wait_until
 from tests.adversarial.hostile_ami import (
     endless_messages,
     endless_reply,
     hostile_central,
     large_reply,
 )
-from tests.helpers.synchproc import SynchProcess, lab_config
-from tests.helpers.wait import wait_until
-from tests.lab.ports import free_port
 
 FLOOD_SECONDS = 8.0
 # A DNS answer from the zone takes well under a millisecond; a starved daemon gives none at all
@@ -26,13 +26,6 @@ FLOOD_SECONDS = 8.0
 DNS_MEDIAN_BOUND = 0.25
 DNS_BOUND = 3.0
 RSS_BOUND_MB = 400  # a flooded 0.1.0 grew past 1.8 GB in 12 s
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
 
 
 def synch_against(port: int, tmp_path: Path, **overrides: dict[str, object]) -> SynchProcess:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from lab.ports import free_port
 from synch.ami.client import AmiClient
-from tests.lab.ports import free_port
 
 SECRET = "Tr0ub4dor"
 TAIL = "Injected"  # what follows the control character: part of the secret too

@@ -11,10 +11,10 @@ import threading
 import time
 from pathlib import Path
 
+from lab.ports import free_port
+from lab.synchproc import SynchProcess, lab_config
+from lab.wait import wait_until
 from tests.adversarial.faults import INJECTED
-from tests.helpers.synchproc import SynchProcess, lab_config
-from tests.helpers.wait import wait_until
-from tests.lab.ports import free_port
 
 UNIT = Path(__file__).resolve().parents[2] / "appliance" / "synch.service"
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from lab.asterisk import AsteriskInstance, running_instance
+from lab.ports import free_port
+from lab.samples import freepbx_pjsip, secret_for
+from lab.sipp import SippResult, Uas, call, register_from
 from synch.config import DialplanSettings
 from synch.dialplan.generate import generate
 from synch.sync.conftext import parse_conf_text
-from tests.lab.asterisk import AsteriskInstance, running_instance
-from tests.lab.ports import free_port
-from tests.lab.samples import freepbx_pjsip, secret_for
-from tests.lab.sipp_calls import CallResult, Uas, call, register_from
 
 pytestmark = pytest.mark.asterisk
 
@@ -50,7 +50,7 @@ class Branch:
     asterisk: AsteriskInstance
     gateway_port: int
 
-    def call(self, caller: int, number: str) -> CallResult:
+    def call(self, caller: int, number: str) -> SippResult:
         return call(
             self.asterisk.sip_host, self.asterisk.sip_port, str(caller), secret_for(caller),
             number, timeout=15,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from lab.asterisk import AsteriskInstance
 from tests.integration.test_sync_real import Synch, freepbx_central, ok, settings_for
-from tests.lab.asterisk import AsteriskInstance
 
 pytestmark = pytest.mark.asterisk
 

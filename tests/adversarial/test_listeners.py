@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 from dnslib import QTYPE, DNSRecord
 
+from lab.asterisk import AsteriskInstance
+from lab.dnsmasq import Dnsmasq
+from lab.samples import central_configs
+from lab.synchproc import SynchProcess, metric_value, synch_for
+from lab.wait import wait_until
 from synch.dns.server import TCP_IDLE_TIMEOUT, TCP_PER_CLIENT
-from tests.helpers.synchproc import SynchProcess, lab_config
-from tests.helpers.wait import wait_until
-from tests.lab.asterisk import AsteriskInstance
-from tests.lab.dnsmasq import Dnsmasq
-from tests.lab.samples import central_configs
 
 pytestmark = pytest.mark.asterisk
 
@@ -52,16 +52,7 @@ def upstream(dnsmasq: Callable[..., Dnsmasq]) -> Dnsmasq:
 def make_synch(
     tmp_path: Path, central: AsteriskInstance, upstream: Dnsmasq, **overrides: dict[str, Any]
 ) -> SynchProcess:
-    etc = tmp_path / "branch-etc"
-    etc.mkdir(exist_ok=True)
-    config = lab_config(
-        central_host=central.ami_host, central_port=central.ami_port,
-        central_user=central.ami_user, central_secret=central.ami_secret,
-        branch_port=central.ami_port, branch_user=central.ami_user,
-        branch_secret=central.ami_secret, localconfigspath=etc,
-        forwarders=[f"127.0.0.1:{upstream.port}"], **overrides,
-    )  # fmt: skip
-    return SynchProcess(config, tmp_path)
+    return synch_for(tmp_path, central, upstream.port, **overrides)
 
 
 # -- clients --------------------------------------------------------------------------------------
@@ -139,13 +130,6 @@ def scrape(synch: SynchProcess, source: str = "127.0.0.1") -> str:
         conn.close()
 
 
-def sample(text: str, prefix: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(prefix + " "):
-            return float(line.split()[-1])
-    raise AssertionError(f"{prefix} missing from /metrics")
-
-
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -216,7 +200,7 @@ def test_idle_metrics_connections_cannot_exhaust_file_descriptors(
         # The daemon drops the idle connections itself (the clients still hold theirs)...
         text = wait_until(lambda: scrape(synch), 40, message=synch.log())
         full = 'synch_connections_rejected_total{listener="metrics",reason="full"}'
-        assert sample(text, full) > 0
+        assert metric_value(text, full) > 0
         # ...and after the clients let go too, metrics keeps answering, promtool-clean.
         close_all(held)
         text = scrape(synch)
@@ -262,10 +246,10 @@ def test_tcp_dns_slots_cannot_be_held_by_strangers_or_by_one_client(
         assert time.monotonic() - started < AT_ONCE
         after = scrape(synch)
         rejected = 'synch_connections_rejected_total{listener="dns",reason="%s"}'
-        assert sample(after, rejected % "not_allowed") == TCP_POOL + 20
-        assert sample(after, rejected % "client_limit") == 20
+        assert metric_value(after, rejected % "not_allowed") == TCP_POOL + 20
+        assert metric_value(after, rejected % "client_limit") == 20
         refused = 'synch_dns_queries_total{answer="refused"}'
-        assert sample(after, refused) - sample(before, refused) == TCP_POOL + 20
+        assert metric_value(after, refused) - metric_value(before, refused) == TCP_POOL + 20
     finally:
         close_all(strangers)
         close_all(greedy)

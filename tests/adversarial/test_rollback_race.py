@@ -7,9 +7,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from lab.synchproc import SynchProcess, lab_config
+from lab.wait import wait_until
 from tests.adversarial.fake_central import FakeCentral
-from tests.helpers.synchproc import SynchProcess, lab_config
-from tests.helpers.wait import wait_until
 from tests.integration.test_sync_real import git, ok
 from tests.unit.fake_ami import FakeAmi
 

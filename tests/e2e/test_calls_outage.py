@@ -1,7 +1,7 @@
 """Survivable calling through a WAN outage: with `dialplan` enabled, synch's generated dialplan
 on the branch carries the phones' calls while the central is out of reach.
 
-One bed (tests/e2e/testbed.py, with `dialplan=`) serves the module: it is built healthy and
+One bed (lab/testbed.py, with `dialplan=`) serves the module: it is built healthy and
 synced, then the WAN is cut until synch is in Failover and every phone is registered at the
 branch; the calls are placed from the phones' namespace; the WAN is restored at the end.
 
@@ -23,8 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.phones import Phone
-from tests.e2e.testbed import (
+from lab.phones import Phone
+from lab.samples import secret_for
+from lab.sipp import SippResult, Uas, call, register_from
+from lab.testbed import (
     BRANCH_LAN,
     BRANCH_SITE,
     CENTRAL_WAN,
@@ -33,9 +35,7 @@ from tests.e2e.testbed import (
     PHONE_EXTS,
     TestBed,
 )
-from tests.helpers.wait import wait_until
-from tests.lab.samples import secret_for
-from tests.lab.sipp_calls import CallResult, Uas, call, register_from
+from lab.wait import wait_until
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.netns, pytest.mark.slow]
 
@@ -107,7 +107,7 @@ def in_a_call(bed: TestBed, ext: int) -> Iterator[Phone]:
         handset.start()
 
 
-def place_call(bed: TestBed, number: str, **kwargs: object) -> CallResult:
+def place_call(bed: TestBed, number: str, **kwargs: object) -> SippResult:
     """A call from the caller's phone (its own LAN address) to `number` at the branch."""
     with in_a_call(bed, CALLER) as handset:
         return call(
@@ -150,19 +150,8 @@ def gateway(bed: TestBed) -> Uas:
     return Uas(local_ip=GATEWAY_ADDR, port=SIP_PORT, netns=bed.phones_host.name)
 
 
-def channels(bed: TestBed) -> list[list[str]]:
-    """The branch's `core show channels concise`: channel!context!exten!prio!state!app!data…"""
-    assert bed.branch is not None
-    out = bed.branch.cli("core show channels concise")
-    return [line.split("!") for line in out.splitlines() if "!" in line]
-
-
-def app_running(bed: TestBed, app: str, data_part: str) -> bool:
-    return any(f[5] == app and data_part in f[6] for f in channels(bed) if len(f) > 6)
-
-
-def in_background(work: Callable[[], CallResult]) -> tuple[threading.Thread, list[CallResult]]:
-    results: list[CallResult] = []
+def in_background(work: Callable[[], SippResult]) -> tuple[threading.Thread, list[SippResult]]:
+    results: list[SippResult] = []
     thread = threading.Thread(target=lambda: results.append(work()), daemon=True)
     thread.start()
     return thread, results
@@ -212,6 +201,8 @@ def test_phone_calls_phone_at_the_branch_and_it_answers(outage: TestBed) -> None
 
 def test_unanswered_phone_sends_the_caller_to_voicemail(outage: TestBed) -> None:
     bed = outage
+    branch = bed.branch
+    assert branch is not None
     in_outage(bed)
     with answering_phone(bed, SILENT, answer=False) as callee:
         # Answered by VoiceMail after the ring timeout; held long enough to be seen there.
@@ -220,9 +211,9 @@ def test_unanswered_phone_sends_the_caller_to_voicemail(outage: TestBed) -> None
         )
         try:
             wait_until(
-                lambda: app_running(bed, "VoiceMail", f"{SILENT}@default"),
+                lambda: branch.app_running("VoiceMail", f"{SILENT}@default"),
                 15 + RING_SECONDS,
-                message=f"VoiceMail({SILENT}@default) never ran: {channels(bed)}",
+                message=f"VoiceMail({SILENT}@default) never ran: {branch.channels()}",
             )
         finally:
             thread.join(60)

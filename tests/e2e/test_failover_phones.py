@@ -2,7 +2,7 @@
 synch and register wherever it points, while the WAN to the central is cut, silenced, made
 lossy or restored, the central dies, an admin overrides, or synch itself is killed.
 
-One bed (tests/e2e/testbed.py) serves the whole module; each test starts from a healthy bed
+One bed (lab/testbed.py) serves the whole module; each test starts from a healthy bed
 (`healthy`) and leaves whatever it broke to be healed by the next. Figures (seconds) are
 printed at the end of the module and written to
 .pytest_cache/d/synch-e2e/failover-figures.txt; they are measured, never asserted on beyond
@@ -24,11 +24,10 @@ from typing import Any
 
 import pytest
 
-from synch.probe import ProbeMonitor, ProbeResult
-from synch.states import Monitor, Service, ServiceControl
-from synch.sync.conftext import parse_conf_text
-from tests.e2e.phones import resolve
-from tests.e2e.testbed import (
+from lab.phones import resolve
+from lab.samples import freepbx_pjsip
+from lab.synchproc import metric_samples
+from lab.testbed import (
     BRANCH_LAN,
     BRANCH_SITE,
     CENTRAL_WAN,
@@ -40,11 +39,12 @@ from tests.e2e.testbed import (
     TestBed,
     central_files,
     measure_cut,
-    metric_samples,
     sample_until,
 )
-from tests.helpers.wait import wait_until
-from tests.lab.samples import freepbx_pjsip
+from lab.wait import wait_until
+from synch.probe import ProbeMonitor, ProbeResult
+from synch.states import Monitor, Service, ServiceControl
+from synch.sync.conftext import parse_conf_text
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.netns]
 

@@ -26,6 +26,7 @@ from synch.dns.state import DnsState
 from synch.metrics import Metrics
 from synch.states import Service
 from tests.fuzz.budget import fuzz
+from tests.fuzz.exchange import exchange
 
 TARGET = "10.0.0.254"
 TIMEOUT = 5.0
@@ -110,22 +111,6 @@ def test_udp_garbage_never_stops_the_loop(
     assert servers.serving and servers.loop_errors == 0
 
 
-def tcp_exchange(port: int, stream: bytes) -> bytes:
-    sock = gsocket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-    try:
-        sock.sendall(stream)
-        sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        try:
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        except ConnectionResetError:
-            pass  # closed on a malformed message with input unread: a reset, as it should be
-        return b"".join(chunks)
-    finally:
-        sock.close()
-
-
 def framed(messages: list[bytes]) -> bytes:
     return b"".join(struct.pack("!H", len(m)) + m for m in messages)
 
@@ -141,7 +126,7 @@ def framed(messages: list[bytes]) -> bytes:
     )
 )
 def test_tcp_garbage_is_answered_or_closed(servers: DnsServers, stream: bytes) -> None:
-    received = tcp_exchange(servers.tcp_port, stream)
+    received = exchange(servers.tcp_port, stream, timeout=TIMEOUT)
     offset = 0
     while offset + 2 <= len(received):  # whatever came back is framed, well-formed replies
         (length,) = struct.unpack("!H", received[offset : offset + 2])
@@ -149,7 +134,7 @@ def test_tcp_garbage_is_answered_or_closed(servers: DnsServers, stream: bytes) -
         well_formed(received[offset + 2 : offset + 2 + length])
         offset += 2 + length
     assert offset == len(received)
-    reply = tcp_exchange(servers.tcp_port, framed([valid_query(7)]))
+    reply = exchange(servers.tcp_port, framed([valid_query(7)]), timeout=TIMEOUT)
     assert str(well_formed(reply[2:]).rr[0].rdata) == TARGET
 
 

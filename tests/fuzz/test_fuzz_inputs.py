@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 from collections.abc import Iterator
 
 import pytest
-from gevent import socket as gsocket
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -25,6 +23,7 @@ from synch.sync.conftext import parse_conf_text
 from synch.sync.getconfig import parse_getconfig, split_reply
 from synch.sync.model import ConfigFile, ConfigParseError
 from tests.fuzz.budget import fuzz
+from tests.fuzz.exchange import exchange
 from tests.integration.control_server_app import MemoryBackend
 
 TOKEN, ADMIN = "tok-fuzz", "adm-fuzz"
@@ -40,23 +39,6 @@ def control() -> Iterator[ControlServer]:
     server.start()
     yield server
     server.stop()
-
-
-def exchange(port: int, data: bytes, close_write: bool = True) -> bytes:
-    sock = gsocket.create_connection(("127.0.0.1", port), timeout=10)
-    try:
-        sock.sendall(data)
-        if close_write:
-            sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        try:
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        except ConnectionResetError:
-            pass  # input beyond the 256-byte cap left unread: the close is a reset
-        return b"".join(chunks)
-    finally:
-        sock.close()
 
 
 def valid_reply(reply: bytes) -> bool:

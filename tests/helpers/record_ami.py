@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.lab.asterisk import AsteriskInstance, new_instance
+from lab.asterisk import AsteriskInstance, new_instance
 from tests.unit.ami_transcripts import FIXTURES, Exchange, Transcript, dumps
 
 # The central's test.conf: templates, inheritance, duplicate keys, `=` in values, `\;`, `=>`.
@@ -240,7 +240,7 @@ def record_all(inst: AsteriskInstance) -> list[Transcript]:
     today = datetime.date.today().isoformat()
     notes = (
         f"Captured {today} from {version}\n"
-        "(the lab, tests/lab) by `python -m tests.helpers.record_ami`: see that file.\n"
+        "(the lab, lab/) by `python -m tests.helpers.record_ami`: see that file.\n"
         "What the server sent, byte for byte; `>>>` lines: what the client sent (Secret\n"
         "masked); `=== closed`: the server closed. Format: tests/unit/ami_transcripts.py."
     )

@@ -4,23 +4,20 @@
         [--idle-timeout S] [--fixed-time yyyyMMddHHmmss]
 
 Binds 127.0.0.1 on a free port, prints `PORT <n>` on stdout once listening, serves until
-SIGTERM/SIGINT, then prints the server's counters as `COUNTERS {json}`.
+SIGTERM/SIGINT, then prints the server's counters as `COUNTERS {json}`
+(tests/helpers/serverapp.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import signal
 import sys
 from datetime import datetime
-
-import gevent
-import gevent.event
 
 from synch.control.protocol import ControlProtocol, StatusSnapshot
 from synch.control.server import ControlServer
 from synch.states import Monitor, Service, SyncState
+from tests.helpers.serverapp import serve
 
 
 class MemoryBackend:
@@ -62,23 +59,18 @@ def main(argv: list[str]) -> int:
         protocol = ControlProtocol(args.token, args.admintoken, MemoryBackend())
     server = ControlServer(protocol, "127.0.0.1", 0, idle_timeout=args.idle_timeout)
     server.start()
-    print(f"PORT {server.port}", flush=True)
-
-    stopping = gevent.event.Event()
-    gevent.signal_handler(signal.SIGTERM, stopping.set)
-    gevent.signal_handler(signal.SIGINT, stopping.set)
-    stopping.wait()
-    server.stop()
-    counters = {
-        "connections": server.connections,
-        "idle_drops": server.idle_drops,
-        "handler_errors": server.handler_errors,
-        "requests": protocol.requests,
-        "token_errors": protocol.token_errors,
-        "action_errors": protocol.action_errors,
-    }
-    print(f"COUNTERS {json.dumps(counters)}", flush=True)
-    return 0
+    return serve(
+        [server.port],
+        server.stop,
+        lambda: {
+            "connections": server.connections,
+            "idle_drops": server.idle_drops,
+            "handler_errors": server.handler_errors,
+            "requests": protocol.requests,
+            "token_errors": protocol.token_errors,
+            "action_errors": protocol.action_errors,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -6,18 +6,16 @@ SETTINGS_JSON: DnsSettings fields (forwarders as [[host, port], ...]). TARGET_FI
 current target address, re-read at each query: `targetfailover` means Failover, anything else
 Normal, followed by a `DnsState` as the daemon's state switch does. Prints `PORT <udp> <tcp>`
 once serving; on SIGTERM stops and prints `COUNTERS {json}` (synch_dns_queries_total by
-answer), exit 0.
+answer), exit 0 (tests/helpers/serverapp.py).
 """
 
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from pathlib import Path
 
 import gevent
-import gevent.event
 
 from synch.config import DnsSettings, Endpoint
 from synch.dns.server import DnsServers
@@ -25,6 +23,7 @@ from synch.dns.service import DnsService
 from synch.dns.state import DnsState, ZoneView
 from synch.metrics import DNS_ANSWERS, Metrics
 from synch.states import Service
+from tests.helpers.serverapp import serve
 
 
 class FileState:
@@ -59,17 +58,14 @@ def main(settings_path: str, target_path: str) -> int:
     )
     servers.start()
     gevent.spawn(servers.serve_udp)
-    print(f"PORT {servers.udp_port} {servers.tcp_port}", flush=True)
-    stopped = gevent.event.Event()
-    gevent.signal_handler(signal.SIGTERM, stopped.set)
-    stopped.wait()
-    servers.stop()
-    counters = {
-        answer: metrics.registry.get_sample_value("synch_dns_queries_total", {"answer": answer})
-        for answer in DNS_ANSWERS
-    }
-    print("COUNTERS " + json.dumps(counters), flush=True)
-    return 0
+    return serve(
+        (servers.udp_port, servers.tcp_port),
+        servers.stop,
+        lambda: {
+            answer: metrics.registry.get_sample_value("synch_dns_queries_total", {"answer": answer})
+            for answer in DNS_ANSWERS
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from lab.asterisk import AsteriskInstance, running_instance
 from tests.helpers.record_ami import CONFIGS, PING_ONLY_USER, record_all
 from tests.integration import ami_real_scenarios as scenarios
-from tests.lab.asterisk import AsteriskInstance, new_instance
 from tests.unit.ami_transcripts import Transcript, format_request, load
 from tests.unit.fake_ami import Scenario, ScenarioScript, run_scenario
 
@@ -30,12 +30,10 @@ Factory = Callable[..., AsteriskInstance]
 
 @pytest.fixture(scope="module")
 def central(lab: Path) -> Iterator[AsteriskInstance]:
-    inst = new_instance("ami-central", configs=dict(CONFIGS), manager_users=PING_ONLY_USER)
-    try:
-        inst.start()
+    with running_instance(
+        "ami-central", configs=dict(CONFIGS), manager_users=PING_ONLY_USER
+    ) as inst:
         yield inst
-    finally:
-        inst.remove()
 
 
 def creds(inst: AsteriskInstance, **extra: object) -> dict[str, object]:

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.synchproc import SynchProcess, lab_config
-from tests.helpers.wait import wait_until
-from tests.lab.asterisk import AsteriskInstance, new_instance
-from tests.lab.dnsmasq import Dnsmasq
-from tests.lab.ports import free_port
+from lab.asterisk import AsteriskInstance, new_instance
+from lab.dnsmasq import Dnsmasq
+from lab.ports import free_port
+from lab.synchproc import SynchProcess, synch_for
+from lab.wait import wait_until
 
 pytestmark = pytest.mark.asterisk
 CERT_NAME = "localhost"  # the only name in the certificate; 127.0.0.1 is not in it
@@ -77,16 +77,10 @@ def upstream() -> Iterator[Dnsmasq]:
 def start_synch(
     tmp_path: Path, central: AsteriskInstance, upstream: Dnsmasq, **amiremote: Any
 ) -> SynchProcess:
-    etc = tmp_path / "branch-etc"
-    etc.mkdir(exist_ok=True)
-    config = lab_config(
-        central_host=CERT_NAME, central_port=central.ami_port, central_user=central.ami_user,
-        central_secret=central.ami_secret, branch_port=central.ami_port,
-        branch_user=central.ami_user, branch_secret=central.ami_secret, localconfigspath=etc,
-        forwarders=[f"127.0.0.1:{upstream.port}"], amiremote={"timeout": 2.0, **amiremote},
-        probemonitor={"interval": 2.0},
-    )  # fmt: skip
-    return SynchProcess(config, tmp_path).start()
+    return synch_for(
+        tmp_path, central, upstream.port, central_host=CERT_NAME,
+        amiremote={"timeout": 2.0, **amiremote}, probemonitor={"interval": 2.0},
+    ).start()  # fmt: skip
 
 
 def wait_until_or_false(predicate: Any, timeout: float) -> bool:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.wait import wait_until
-from tests.lab.asterisk import AsteriskInstance, new_instance
-from tests.lab.ports import free_port
-from tests.lab.samples import central_configs, secret_for
-from tests.lab.sipp_calls import Uas, call, register_from
+from lab.asterisk import AsteriskInstance, new_instance
+from lab.ports import free_port
+from lab.samples import central_configs, secret_for
+from lab.sipp import Uas, call, register_from
+from lab.wait import wait_until
 from tests.unit.fake_ami import run_patched
 
 pytestmark = pytest.mark.asterisk
@@ -105,14 +105,6 @@ class Site:
         for module in ("res_pjsip.so", "pbx_config.so", "app_voicemail.so"):
             self.branch.reload(module)
         self.files = files
-
-    def channels(self) -> list[list[str]]:
-        """`core show channels concise`: channel!context!exten!prio!state!app!data!..."""
-        out = self.branch.cli("core show channels concise")
-        return [line.split("!") for line in out.splitlines() if "!" in line]
-
-    def app_running(self, app: str, data_part: str) -> bool:
-        return any(f[5] == app and data_part in f[6] for f in self.channels() if len(f) > 6)
 
     def call(self, caller: int, number: str, **kwargs: object) -> object:
         return call(
@@ -230,9 +222,9 @@ def test_unanswered_call_goes_to_voicemail(site: Site) -> None:
         caller.start()
         try:
             wait_until(
-                lambda: site.app_running("VoiceMail", "1001@default"),
+                lambda: site.branch.app_running("VoiceMail", "1001@default"),
                 15 + RING_SECONDS,
-                message=f"VoiceMail(1001@default) never ran: {site.channels()}",
+                message=f"VoiceMail(1001@default) never ran: {site.branch.channels()}",
             )
         finally:
             caller.join(60)
@@ -249,9 +241,9 @@ def test_unregistered_phone_goes_to_voicemail(site: Site) -> None:
     caller.start()
     try:
         wait_until(
-            lambda: site.app_running("VoiceMail", "1002@default"),
+            lambda: site.branch.app_running("VoiceMail", "1002@default"),
             15,
-            message=f"VoiceMail(1002@default) never ran: {site.channels()}",
+            message=f"VoiceMail(1002@default) never ran: {site.branch.channels()}",
         )
     finally:
         caller.join(30)
@@ -283,9 +275,9 @@ def test_central_only_extension_hears_an_announcement(site: Site) -> None:
     caller.start()
     try:
         wait_until(
-            lambda: site.app_running("Playback", "all-circuits-busy-now"),
+            lambda: site.branch.app_running("Playback", "all-circuits-busy-now"),
             15,
-            message=f"no announcement: {site.channels()}",
+            message=f"no announcement: {site.branch.channels()}",
         )
     finally:
         caller.join(30)

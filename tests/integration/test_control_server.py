@@ -4,84 +4,39 @@ the odd clients. The server runs in its own process (tests/integration/control_s
 from __future__ import annotations
 
 import json
-import os
-import select
-import signal
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
+from lab.wait import wait_until
 from synch.control.protocol import ControlProtocol, StatusSnapshot
 from synch.control.server import ControlServer
 from synch.states import Monitor, Service, SyncState
-from tests.helpers.wait import wait_until
+from tests.helpers.serverapp import ServerApp, spawn, spawner
 
-ROOT = Path(__file__).resolve().parents[2]
 STATUS = b'[{"Timestamp":"20190522181925","Monitor":"Stable","Sync":"Synced","Service":"Normal"}]\n'
 TOKEN_ERROR = b"Token error. Bye bye!\n"
 ACTION_ERROR = b"Action error. Bye bye!\n"
 REPLY_TIMEOUT = 15.0  # generous: the machine is shared; only a hang should ever reach it
-
-
-@dataclass
-class RunningServer:
-    proc: subprocess.Popen[bytes]
-    port: int
-    counters: dict[str, int] = field(default_factory=dict)
-
-    def stop(self) -> None:
-        """SIGTERM, then read the counters it prints; fails if it died on its own."""
-        assert self.proc.poll() is None, "the status socket server died during the test"
-        self.proc.send_signal(signal.SIGTERM)
-        out, err = self.proc.communicate(timeout=REPLY_TIMEOUT)
-        assert self.proc.returncode == 0, err.decode(errors="replace")
-        for line in out.decode().splitlines():
-            if line.startswith("COUNTERS "):
-                self.counters = json.loads(line.removeprefix("COUNTERS "))
-
-
-def _start(*args: str) -> RunningServer:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, "-m", "tests.integration.control_server_app", *args]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], REPLY_TIMEOUT)
-    line = proc.stdout.readline().decode() if ready else ""
-    if not line.startswith("PORT "):
-        proc.kill()
-        _, err = proc.communicate()
-        raise AssertionError(f"server did not start: {line!r} {err.decode(errors='replace')}")
-    return RunningServer(proc, int(line.split()[1]))
+APP = "tests.integration.control_server_app"
 
 
 @pytest.fixture
-def start_server() -> Iterator[Callable[..., RunningServer]]:
-    started: list[RunningServer] = []
-
-    def start(*args: str) -> RunningServer:
-        server = _start(*args)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.communicate()
+def start_server() -> Iterator[Callable[..., ServerApp]]:
+    with spawner(timeout=REPLY_TIMEOUT) as start:
+        yield lambda *args: start(APP, *args)
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[RunningServer]:
-    running = _start(
+def server() -> Iterator[ServerApp]:
+    running = spawn(
+        APP,
         "--token",
         "token1",
         "--admintoken",
@@ -90,6 +45,7 @@ def server() -> Iterator[RunningServer]:
         "20190522181925",
         "--idle-timeout",
         "60",  # longer than any client waits: a request must never need the deadline
+        timeout=REPLY_TIMEOUT,
     )
     try:
         yield running
@@ -144,7 +100,7 @@ def read_all(sock: socket.socket) -> bytes:
     ],
 )
 def test_nc_get_status_is_byte_exact(
-    server: RunningServer, data: bytes, flags: tuple[str, ...]
+    server: ServerApp, data: bytes, flags: tuple[str, ...]
 ) -> None:
     assert nc(server.port, data, *flags) == STATUS
 
@@ -160,11 +116,11 @@ def test_nc_get_status_is_byte_exact(
         (b"GetDetails(token1)\n", b'{"Version":"test","Syncs":0,"Forced":false}\n'),
     ],
 )
-def test_nc_replies(server: RunningServer, data: bytes, expected: bytes) -> None:
+def test_nc_replies(server: ServerApp, data: bytes, expected: bytes) -> None:
     assert nc(server.port, data, "-N") == expected
 
 
-def test_real_clock_timestamp(start_server: Callable[..., RunningServer]) -> None:
+def test_real_clock_timestamp(start_server: Callable[..., ServerApp]) -> None:
     running = start_server("--token", "t")
     before = time.strftime("%Y%m%d%H%M%S")
     reply = nc(running.port, b"GetStatus(t)\n", "-N")
@@ -174,7 +130,7 @@ def test_real_clock_timestamp(start_server: Callable[..., RunningServer]) -> Non
     assert reply == STATUS.replace(b"20190522181925", stamp.encode())
 
 
-def test_admin_actions(start_server: Callable[..., RunningServer]) -> None:
+def test_admin_actions(start_server: Callable[..., ServerApp]) -> None:
     running = start_server("--token", "t", "--admintoken", "adm", "--fixed-time", "20190522181925")
     port = running.port
     assert ask(port, b"Failover(adm)\n") == b'{"ok":true,"Service":"Failover","Forced":true}\n'
@@ -186,7 +142,7 @@ def test_admin_actions(start_server: Callable[..., RunningServer]) -> None:
     assert running.counters["token_errors"] == 1
 
 
-def test_admin_actions_without_admintoken(start_server: Callable[..., RunningServer]) -> None:
+def test_admin_actions_without_admintoken(start_server: Callable[..., ServerApp]) -> None:
     running = start_server("--token", "t")
     for action in (b"Failover", b"Normal", b"Auto", b"Sync"):
         assert ask(running.port, action + b"(t)\n") == TOKEN_ERROR
@@ -196,7 +152,7 @@ def test_admin_actions_without_admintoken(start_server: Callable[..., RunningSer
 # --- many clients, silent clients ----------------------------------------------------------------
 
 
-def test_hundred_clients_at_once(server: RunningServer) -> None:
+def test_hundred_clients_at_once(server: ServerApp) -> None:
     cases = [
         (b"GetStatus(token1)\n", STATUS),
         (b"GetStatus(bad)\r\n", TOKEN_ERROR),
@@ -228,7 +184,7 @@ def _is_closed_by_peer(sock: socket.socket) -> bool:
 
 
 def test_silent_clients_do_not_delay_others_and_are_dropped(
-    start_server: Callable[..., RunningServer],
+    start_server: Callable[..., ServerApp],
 ) -> None:
     idle = 4.0
     running = start_server(
@@ -253,7 +209,7 @@ def test_silent_clients_do_not_delay_others_and_are_dropped(
 
 
 def test_partial_request_is_answered_at_the_deadline(
-    start_server: Callable[..., RunningServer],
+    start_server: Callable[..., ServerApp],
 ) -> None:
     running = start_server("--token", "t", "--idle-timeout", "1")
     with socket.create_connection(("127.0.0.1", running.port), timeout=REPLY_TIMEOUT) as sock:
@@ -288,26 +244,26 @@ def _garbage_then_read(port: int, data: bytes) -> bytes | None:
     ids=["10k-letters", "10k-binary", "nuls", "utf16", "long-token", "parens", "newlines"],
 )
 def test_garbage_is_refused_and_the_server_answers_afterwards(
-    server: RunningServer, data: bytes
+    server: ServerApp, data: bytes
 ) -> None:
     reply = _garbage_then_read(server.port, data)
     assert reply in (TOKEN_ERROR, ACTION_ERROR, b"", None)
     assert ask(server.port, b"GetStatus(token1)\n") == STATUS
 
 
-def test_large_garbage_gets_the_reply_not_a_reset(server: RunningServer) -> None:
+def test_large_garbage_gets_the_reply_not_a_reset(server: ServerApp) -> None:
     # The server drains what it did not read before closing, so the reply survives.
     assert ask(server.port, b"Z" * 10240) == TOKEN_ERROR
 
 
-def test_connect_and_close_gets_nothing(server: RunningServer) -> None:
+def test_connect_and_close_gets_nothing(server: ServerApp) -> None:
     with socket.create_connection(("127.0.0.1", server.port)):
         pass
     assert ask(server.port, b"") == b""  # connect, half-close at once: no reply, just closed
     assert ask(server.port, b"GetStatus(token1)\n") == STATUS
 
 
-def test_client_reset_does_not_hurt(server: RunningServer) -> None:
+def test_client_reset_does_not_hurt(server: ServerApp) -> None:
     sock = socket.create_connection(("127.0.0.1", server.port))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.sendall(b"GetSta")
@@ -315,7 +271,7 @@ def test_client_reset_does_not_hurt(server: RunningServer) -> None:
     assert ask(server.port, b"GetStatus(token1)\n") == STATUS
 
 
-def test_split_request(server: RunningServer) -> None:
+def test_split_request(server: ServerApp) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=REPLY_TIMEOUT) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for part in (b"Get", b"Status(tok", b"en1", b")\r\n"):

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.synchproc import TOKEN, SynchProcess, lab_config
-from tests.helpers.wait import wait_until
-from tests.lab.asterisk import AsteriskInstance
-from tests.lab.dnsmasq import Dnsmasq
-from tests.lab.netns import Netns
-from tests.lab.samples import central_configs
+from lab.asterisk import AsteriskInstance
+from lab.dnsmasq import Dnsmasq
+from lab.netns import Netns
+from lab.samples import central_configs
+from lab.synchproc import TOKEN, SynchProcess, synch_for
+from lab.wait import wait_until
 
 pytestmark = pytest.mark.asterisk
 
@@ -51,16 +51,8 @@ def make_synch(
     tmp_path: Path, central: AsteriskInstance, branch: AsteriskInstance, upstream: Dnsmasq,
     central_host: str | None = None, **overrides: dict[str, Any],
 ) -> SynchProcess:
-    etc = tmp_path / "branch-etc"
-    etc.mkdir(exist_ok=True)
-    config = lab_config(
-        central_host=central_host or central.ami_host, central_port=central.ami_port,
-        central_user=central.ami_user, central_secret=central.ami_secret,
-        branch_port=branch.ami_port, branch_user=branch.ami_user,
-        branch_secret=branch.ami_secret, localconfigspath=etc,
-        forwarders=[f"127.0.0.1:{upstream.port}"], **overrides,
-    )
-    return SynchProcess(config, tmp_path)
+    return synch_for(tmp_path, central, upstream.port, branch=branch, central_host=central_host,
+                     **overrides)  # fmt: skip
 
 
 @pytest.fixture

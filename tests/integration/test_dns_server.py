@@ -1,7 +1,7 @@
 """The DNS servers over real UDP and TCP on 127.0.0.1, queried with dig and dnslib.
 
 The servers run in their own process (tests/integration/dns_server_app.py); the upstream is a
-real dnsmasq on loopback (tests/lab/dnsmasq.py) or a UDP socket that never answers. The state
+real dnsmasq on loopback (lab/dnsmasq.py) or a UDP socket that never answers. The state
 switch is the target file the app re-reads. Last, the servers in this process: what only they
 show (pools, deadlines, the UDP loop's owner).
 """
@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import select
-import signal
 import socket
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -28,15 +25,16 @@ import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 from gevent import socket as gsocket
 
+from lab.dnsmasq import Dnsmasq, SilentUdpServer
 from synch.config import DnsSettings, Endpoint
 from synch.dns.server import DnsServers
 from synch.dns.service import DnsService
 from synch.dns.state import DnsState
 from synch.metrics import Metrics
 from synch.states import Service
-from tests.lab.dnsmasq import Dnsmasq, SilentUdpServer
+from tests.helpers.serverapp import ServerApp, spawner
 
-ROOT = Path(__file__).resolve().parents[2]
+APP = "tests.integration.dns_server_app"
 NORMAL = "10.0.0.254"
 FAILOVER = "127.0.0.77"
 UPSTREAM_NAME = "example.org"
@@ -45,31 +43,26 @@ REPLY_TIMEOUT = 10.0  # generous: the machine is shared; only a hang should ever
 
 
 @dataclass
-class DnsApp:
-    proc: subprocess.Popen[bytes]
-    udp_port: int
-    tcp_port: int
-    target_file: Path
-    counters: dict[str, float] = field(default_factory=dict)
+class DnsApp(ServerApp):
+    """dns_server_app: `PORT <udp> <tcp>`, and the file it reads the current target from."""
+
+    target_file: Path = field(kw_only=True)
+
+    @property
+    def udp_port(self) -> int:
+        return self.ports[0]
+
+    @property
+    def tcp_port(self) -> int:
+        return self.ports[1]
 
     def switch(self, target: str) -> None:
         tmp = self.target_file.with_suffix(".tmp")
         tmp.write_text(target + "\n")
         tmp.replace(self.target_file)
 
-    def stop(self) -> dict[str, float]:
-        """SIGTERM, then the counters it prints; fails if the server died during the test."""
-        assert self.proc.poll() is None, "the DNS server died during the test"
-        self.proc.send_signal(signal.SIGTERM)
-        out, err = self.proc.communicate(timeout=REPLY_TIMEOUT)
-        assert self.proc.returncode == 0, err.decode(errors="replace")
-        for line in out.decode().splitlines():
-            if line.startswith("COUNTERS "):
-                self.counters = json.loads(line.removeprefix("COUNTERS "))
-        return self.counters
 
-
-def _spawn(tmp_path: Path, **overrides: Any) -> subprocess.Popen[bytes]:
+def _settings_file(tmp_path: Path, **overrides: Any) -> Path:
     settings: dict[str, Any] = {
         "listenaddress": "127.0.0.1",
         "port": 0,
@@ -84,38 +77,21 @@ def _spawn(tmp_path: Path, **overrides: Any) -> subprocess.Popen[bytes]:
     settings.update(overrides)
     settings_file = tmp_path / f"dns-{time.monotonic_ns()}.json"
     settings_file.write_text(json.dumps(settings))
-    target_file = tmp_path / "target"
-    if not target_file.exists():
-        target_file.write_text(NORMAL + "\n")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, "-m", "tests.integration.dns_server_app", str(settings_file)]
-    return subprocess.Popen(
-        [*cmd, str(target_file)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    return settings_file
 
 
 @pytest.fixture
 def start_dns(tmp_path: Path) -> Iterator[Callable[..., DnsApp]]:
-    started: list[subprocess.Popen[bytes]] = []
+    target_file = tmp_path / "target"
 
     def start(**overrides: Any) -> DnsApp:
-        proc = _spawn(tmp_path, **overrides)
-        started.append(proc)
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], REPLY_TIMEOUT)
-        line = proc.stdout.readline().decode() if ready else ""
-        if not line.startswith("PORT "):
-            proc.kill()
-            _, err = proc.communicate()
-            raise AssertionError(f"DNS server did not start: {line!r} {err.decode()}")
-        _, udp, tcp = line.split()
-        return DnsApp(proc, int(udp), int(tcp), tmp_path / "target")
+        if not target_file.exists():
+            target_file.write_text(NORMAL + "\n")
+        app = launch(APP, str(_settings_file(tmp_path, **overrides)), str(target_file))
+        return DnsApp(app.proc, app.ports, app.timeout, target_file=target_file)
 
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    with spawner(timeout=REPLY_TIMEOUT) as launch:
+        yield start
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,11 @@ from typing import Any
 import pytest
 from dnslib import RCODE
 
-from tests.helpers.synchproc import ADMIN_TOKEN, TOKEN, SynchProcess, lab_config
-from tests.helpers.wait import wait_until
-from tests.lab.asterisk import AsteriskInstance
-from tests.lab.dnsmasq import Dnsmasq
-from tests.lab.samples import DEFAULT_SITES, central_configs, secret_for
+from lab.asterisk import AsteriskInstance
+from lab.dnsmasq import Dnsmasq
+from lab.samples import DEFAULT_SITES, central_configs, secret_for
+from lab.synchproc import ADMIN_TOKEN, TOKEN, SynchProcess, metric_value, synch_for
+from lab.wait import wait_until
 
 pytestmark = pytest.mark.asterisk
 
@@ -38,25 +37,11 @@ def upstream(dnsmasq: Callable[..., Dnsmasq]) -> Dnsmasq:
 def make_synch(
     tmp_path: Path, central: AsteriskInstance, upstream: Dnsmasq, **overrides: dict[str, Any]
 ) -> SynchProcess:
-    etc = tmp_path / "branch-etc"
-    etc.mkdir(exist_ok=True)
-    config = lab_config(
-        central_host=central.ami_host, central_port=central.ami_port,
-        central_user=central.ami_user, central_secret=central.ami_secret,
-        branch_port=central.ami_port, branch_user=central.ami_user,
-        branch_secret=central.ami_secret, localconfigspath=etc,
-        forwarders=[f"127.0.0.1:{upstream.port}"], **overrides,
-    )  # fmt: skip
-    return SynchProcess(config, tmp_path)
+    return synch_for(tmp_path, central, upstream.port, **overrides)
 
 
 def refused_count(synch: SynchProcess) -> float:
-    with urllib.request.urlopen(synch.metrics_url, timeout=5) as response:
-        text = response.read().decode()
-    for line in text.splitlines():
-        if line.startswith('synch_dns_queries_total{answer="refused"}'):
-            return float(line.split()[-1])
-    raise AssertionError('synch_dns_queries_total{answer="refused"} missing from /metrics')
+    return metric_value(synch.metrics(), 'synch_dns_queries_total{answer="refused"}')
 
 
 def test_no_secret_reaches_the_log_at_trace_level(

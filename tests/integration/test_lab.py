@@ -11,12 +11,12 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.helpers.wait import wait_until
-from tests.lab.asterisk import AsteriskInstance
-from tests.lab.chroot import LabError
-from tests.lab.dnsmasq import Dnsmasq, SilentUdpServer, dns_query
-from tests.lab.netns import Netns
-from tests.lab.samples import central_configs, secret_for
+from lab.asterisk import AsteriskInstance
+from lab.chroot import LabError
+from lab.dnsmasq import Dnsmasq, SilentUdpServer, dns_query
+from lab.netns import Netns
+from lab.samples import central_configs, secret_for
+from lab.wait import wait_until
 
 Factory = Callable[..., AsteriskInstance]
 Message = list[tuple[str, str]]

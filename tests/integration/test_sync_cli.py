@@ -10,15 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.synchproc import SynchProcess
-from tests.helpers.wait import wait_until
-from tests.integration.test_sync_real import Synch, freepbx_central, ok, settings_for
-from tests.lab.asterisk import AsteriskInstance
+from lab.asterisk import AsteriskInstance
+from lab.synchproc import SynchProcess
+from lab.wait import wait_until
+from tests.integration.test_sync_real import Synch, freepbx_central, ok, set_sites, settings_for
 
 pytestmark = pytest.mark.asterisk
 
 Factory = Callable[..., AsteriskInstance]
-PJSIP = ("pjsip.endpoint.conf", "pjsip.aor.conf", "pjsip.auth.conf")
 
 
 @pytest.fixture
@@ -30,13 +29,6 @@ def central(asterisk_factory: Factory) -> AsteriskInstance:
 @pytest.fixture
 def branch(asterisk_factory: Factory) -> AsteriskInstance:
     return asterisk_factory("cli-branch")
-
-
-def set_sites(central: AsteriskInstance, sites: dict[str, list[int]]) -> None:
-    files = freepbx_central(sites, custom=False)
-    for name in PJSIP:
-        central.write_config(name, files[name])
-    central.reload("res_pjsip.so")
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import signal
 import subprocess
 import sys
@@ -23,14 +22,14 @@ from typing import Any
 
 import pytest
 
+from lab.asterisk import AsteriskInstance, running_instance
+from lab.ports import free_port
+from lab.samples import ORIGINAL_README_SIP_ADDITIONAL, PJSIP_KINDS, freepbx_pjsip, secret_for
+from lab.sipp import register
+from lab.synchproc import SynchProcess, lab_config_for
+from lab.wait import wait_until
 from synch.sync.conftext import parse_conf_text
 from synch.sync.model import ConfigFile
-from tests.helpers.synchproc import SynchProcess, lab_config
-from tests.helpers.wait import wait_until
-from tests.lab.asterisk import AsteriskInstance, running_instance
-from tests.lab.ports import free_port
-from tests.lab.samples import ORIGINAL_README_SIP_ADDITIONAL, freepbx_pjsip, secret_for
-from tests.lab.sipp import register
 
 pytestmark = pytest.mark.asterisk
 
@@ -94,6 +93,14 @@ def freepbx_central(sites: dict[str, list[int]], custom: bool = True) -> dict[st
     return files
 
 
+def set_sites(central: AsteriskInstance, sites: dict[str, list[int]]) -> None:
+    """Give the running `central` FreePBX's PJSIP files for `sites` (no custom additions)."""
+    files = freepbx_central(sites, custom=False)
+    for kind in PJSIP_KINDS:
+        central.write_config(f"pjsip.{kind}.conf", files[f"pjsip.{kind}.conf"])
+    central.reload("res_pjsip.so")
+
+
 BIG_SITES = site_extensions(60)  # 360 extensions, 60 of them HeadOffice
 HEADOFFICE = [str(e) for e in BIG_SITES["HeadOffice"]] + ["7001"]
 
@@ -124,13 +131,7 @@ def reloader(lab: Path) -> Iterator[AsteriskInstance]:
 def settings_for(
     central: AsteriskInstance, branch: AsteriskInstance, directory: Path, **sync: Any
 ) -> dict[str, Any]:
-    config = lab_config(
-        central_host=central.ami_host, central_port=central.ami_port,
-        central_user=central.ami_user, central_secret=central.ami_secret,
-        branch_port=branch.ami_port, branch_user=branch.ami_user,
-        branch_secret=branch.ami_secret, localconfigspath=directory,
-        forwarders=[f"127.0.0.1:{free_port('both')}"],
-    )
+    config = lab_config_for(central, branch, directory, [f"127.0.0.1:{free_port('both')}"])
     config["probemonitor"]["interval"] = 10
     config["amiremote"]["timeout"] = 10
     config["amilocal"]["timeout"] = 10
@@ -179,13 +180,6 @@ def sections(config: ConfigFile, type_: str) -> set[str]:
     return {c.name for c in config if c.type == type_}
 
 
-_ENDPOINT_ROW = re.compile(r"^\s*Endpoint:\s+([^\s/<]+)", re.MULTILINE)
-
-
-def branch_endpoints(inst: AsteriskInstance) -> set[str]:
-    return set(_ENDPOINT_ROW.findall(inst.cli("pjsip show endpoints")))
-
-
 def ok(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
@@ -204,7 +198,7 @@ def test_pjsip_site_is_synced_reloaded_and_phones_register(
     assert refused.returncode == 1
     assert "sync failed: reload failed: res_pjsip.so on the branch" in refused.stdout
     assert "Authentication failed" in refused.stdout
-    assert synch.file.exists() and branch_endpoints(branch) == set()
+    assert synch.file.exists() and branch.endpoints() == set()
     assert synch.git("log", "-1", "--format=%s").startswith("sync: +1000 +1001")
     # Right password: nothing new to write, but the owed reload happens.
     synch.update("amilocal", password=branch.ami_secret)
@@ -227,7 +221,7 @@ def test_pjsip_site_is_synced_reloaded_and_phones_register(
     assert "\ntransport=" not in text and "categoryname" not in text
     assert "phone-defaults" not in text and "Trunk" not in text
 
-    assert branch_endpoints(branch) == set(HEADOFFICE)
+    assert branch.endpoints() == set(HEADOFFICE)
     phone = register(branch.sip_host, branch.sip_port, "1001", secret_for(1001))
     assert phone.ok, phone.output
     lobby_phone = register(branch.sip_host, branch.sip_port, "7001", secret_for(7001))
@@ -378,7 +372,7 @@ def test_guard_trips_when_the_central_loses_the_site_and_force_accepts_once(
     try:
         wait_until(lambda: daemon.status()["Sync"] == "Synced", 15,
                    message=f"first sync; log:\n{daemon.log()}")
-        assert branch_endpoints(site_branch) == {"1001", "1002", "1003"}
+        assert site_branch.endpoints() == {"1001", "1002", "1003"}
 
         lost = freepbx_central({"DevOps": [2001]}, custom=False)
         for name in ("pjsip.endpoint.conf", "pjsip.aor.conf", "pjsip.auth.conf"):
@@ -391,7 +385,7 @@ def test_guard_trips_when_the_central_loses_the_site_and_force_accepts_once(
         assert details["Result"] == "guarded"
         assert "refusing to remove all 3 synced accounts" in details["Reason"]
         # The branch keeps its users: phones still register.
-        assert branch_endpoints(site_branch) == {"1001", "1002", "1003"}
+        assert site_branch.endpoints() == {"1001", "1002", "1003"}
         phone = register(site_branch.sip_host, site_branch.sip_port, "1002", secret_for(1002))
         assert phone.ok, phone.output
 
@@ -399,7 +393,7 @@ def test_guard_trips_when_the_central_loses_the_site_and_force_accepts_once(
         assert forced.returncode == 0, forced.stdout + forced.stderr
         assert forced.stdout.startswith("sync applied: -1001 -1002 -1003")
         assert "Forced past the remove guard" in git(site_branch.config_dir, "log", "-1")
-        assert branch_endpoints(site_branch) == set()
+        assert site_branch.endpoints() == set()
         assert daemon.admin("Sync")["Result"] in ("unchanged", "skipped")
         # Once: the users come back, and losing them again trips the guard again.
         restored = freepbx_central(full, custom=False)

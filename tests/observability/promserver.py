@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.helpers.wait import wait_until
+from lab.wait import wait_until
 
 PROMETHEUS = "/usr/bin/prometheus"
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from enum import Enum
 from types import ModuleType
 from typing import Any
@@ -16,7 +14,7 @@ from prometheus_client import generate_latest
 from synch.metrics import Metrics
 from synch.states import Monitor, Service, SyncState
 from tests.observability import queries
-from tests.observability.deps import need
+from tests.observability.deps import load_script
 
 INSTANCE_MATCHER = 'instance=~"$instance"'
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -54,14 +52,7 @@ def selectors(expr: str) -> list[tuple[str, str]]:
 
 
 def load_generator() -> ModuleType:
-    need("grafana_foundation_sdk")
-    path = queries.REPO / "grafana" / "generate_dashboard.py"
-    spec = importlib.util.spec_from_file_location("generate_dashboard", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("generate_dashboard", "grafana_foundation_sdk")
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,10 @@ FOR_IN_TEST; every expr is the committed one, byte for byte.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import re
 import shutil
-import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -26,14 +24,14 @@ from typing import Any
 import pytest
 import yaml
 
+from lab.asterisk import AsteriskInstance, new_instance
+from lab.dnsmasq import Dnsmasq
+from lab.samples import central_configs
+from lab.synchproc import SynchProcess, synch_for
+from lab.wait import wait_until
 from synch import __version__
-from tests.helpers.synchproc import SynchProcess, lab_config
-from tests.helpers.wait import wait_until
-from tests.lab.asterisk import AsteriskInstance, new_instance
-from tests.lab.dnsmasq import Dnsmasq
-from tests.lab.samples import central_configs
 from tests.observability import queries
-from tests.observability.deps import need
+from tests.observability.deps import load_script
 from tests.observability.promserver import Prometheus, running_prometheus, scrape_config
 
 pytestmark = pytest.mark.slow
@@ -44,7 +42,7 @@ SCRAPE = 1.0  # seconds; the rules are evaluated as often
 # Grafana's $__rate_interval for a 1 s scrape is a few seconds; 5m keeps rates defined for the
 # whole module however long the earlier tests take.
 RATE_INTERVAL = "5m"
-# Kill -> Failed takes 3 probe errors at 0.5 s (tests/helpers/synchproc.py), then a scrape and an
+# Kill -> Failed takes 3 probe errors at 0.5 s (lab/synchproc.py), then a scrape and an
 # evaluation; fallback needs the central to boot and 3 good probes. Bounds with ample margins.
 FIRE_WITHIN = 30.0
 RESOLVE_WITHIN = 90.0
@@ -79,21 +77,8 @@ def site(lab: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         central, branch = started
         upstream.start()
         workdir = tmp_path_factory.mktemp("synch")
-        etc = workdir / "branch-etc"
-        etc.mkdir()
-        config = lab_config(
-            central_host=central.ami_host,
-            central_port=central.ami_port,
-            central_user=central.ami_user,
-            central_secret=central.ami_secret,
-            branch_port=branch.ami_port,
-            branch_user=branch.ami_user,
-            branch_secret=branch.ami_secret,
-            localconfigspath=etc,
-            forwarders=[f"127.0.0.1:{upstream.port}"],
-        )
         synch_started = time.time()
-        synch = SynchProcess(config, workdir).start()
+        synch = synch_for(workdir, central, upstream.port, branch=branch).start()
         wait_until(
             lambda: state(synch, Monitor="Stable", Sync="Synced", Service="Normal"),
             60,
@@ -341,14 +326,7 @@ def test_dead_central_fires_failover_alerts_then_they_resolve(
 
 
 def load_render_preview() -> ModuleType:
-    need("matplotlib")
-    path = queries.REPO / "grafana" / "render_preview.py"
-    spec = importlib.util.spec_from_file_location("render_preview", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("render_preview", "matplotlib")
 
 
 def test_preview_renders_from_the_real_run(prometheus: Prometheus, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.samples import ORIGINAL_README_SIP_ADDITIONAL, freepbx_pjsip
 from synch import names
 from synch.ami import AmiReply, AmiResponseError
 from synch.config import (
@@ -29,10 +30,9 @@ from synch.dialplan.sync import (
 from synch.sync.conftext import parse_conf_text
 from synch.sync.model import Category, ConfigFile
 from synch.sync.stages import StageFailed
-from tests.lab.samples import ORIGINAL_README_SIP_ADDITIONAL, freepbx_pjsip
 
 TOP = Path(__file__).resolve().parents[2]
-# The contexts of the sample accounts below (tests/lab/samples.py and endpoint()).
+# The contexts of the sample accounts below (lab/samples.py and endpoint()).
 SAMPLE_CONTEXTS = ("from-internal-headoffice", "from-internal-devops", "from-internal-a", "ctx")
 ON = DialplanSettings(
     enabled=True,

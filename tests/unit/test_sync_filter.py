@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-from pathlib import Path
 
 import pytest
 from hypothesis import assume, example, given, settings
@@ -17,15 +16,8 @@ from synch.sync.filter import (
     select_pjsip,
     select_sip,
 )
-from synch.sync.getconfig import parse_getconfig, split_reply
 from synch.sync.model import Category, ConfigFile
-
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "getconfig"
-
-
-def load(name: str) -> ConfigFile:
-    return parse_getconfig(*split_reply((FIXTURES / name).read_text(encoding="utf-8")))
-
+from tests.helpers.getconfig import load
 
 SIP = load("sip_additional.ami")
 ENDPOINTS, AORS, AUTHS = (load(f"pjsip_{n}.ami") for n in ("endpoint", "aor", "auth"))

@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from synch.sync.conftext import parse_conf_text
 from synch.sync.getconfig import parse_getconfig, split_reply
 from synch.sync.model import Category, ConfigFile, ConfigParseError
-
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "getconfig"
-
-
-def load(name: str) -> ConfigFile:
-    headers, body = split_reply((FIXTURES / name).read_text(encoding="utf-8"))
-    return parse_getconfig(headers, body)
-
+from tests.helpers.getconfig import load
 
 # -- GetConfig ----------------------------------------------------------------------------------
 

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 from synch.sync.conftext import parse_conf_text
 from synch.sync.filter import Selector, select_pjsip, select_sip
-from synch.sync.getconfig import parse_getconfig, split_reply
 from synch.sync.model import Category, ConfigFile
 from synch.sync.plan import Change, accounts, commit_subject, diff, guard, unified_diff
 from synch.sync.render import render
-
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "getconfig"
-
-
-def load(name: str) -> ConfigFile:
-    return parse_getconfig(*split_reply((FIXTURES / name).read_text(encoding="utf-8")))
-
+from tests.helpers.getconfig import load
 
 SIP = load("sip_additional.ami")
 ENDPOINTS, AORS, AUTHS = (load(f"pjsip_{n}.ami") for n in ("endpoint", "aor", "auth"))

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from synch.sync.conftext import parse_conf_text
 from synch.sync.filter import Selector, select_pjsip
-from synch.sync.getconfig import parse_getconfig, split_reply
 from synch.sync.model import Category, ConfigFile
 from synch.sync.render import check_safe, make_header, render
-
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "getconfig"
-
-
-def load(name: str) -> ConfigFile:
-    return parse_getconfig(*split_reply((FIXTURES / name).read_text(encoding="utf-8")))
+from tests.helpers.getconfig import load
 
 
 def test_render_exact_text() -> None:

@@ -1,6 +1,9 @@
-"""Calls for tests: `sipp` (Debian's sip-tester 3.6) as a calling phone (uac) and as an
-answering phone or PSTN gateway (uas).
+"""SIP phones for tests: `sipp` (Debian's sip-tester 3.6) registering, calling and answering.
 
+- `register()` answers whether the registrar accepted the credentials: the scenario sends a
+  REGISTER, expects the 401 challenge, answers it with `-au`/`-ap` (sipp's `[authentication]`
+  keyword) and expects 200. Anything else (a second 401, 403, silence) fails the one call and
+  sipp exits 1.
 - `call()` places one call from an account (digest auth on the INVITE, as a phone does) and
   reports how it ended: answered (200) and hung up by us after `hold_ms`, or answered and hung
   up by the far end (`expect_bye=True`: an announcement that ends the call).
@@ -9,7 +12,9 @@ answering phone or PSTN gateway (uas).
   gateway was asked for). `register_from()` registers an account with the Contact of that
   port, so that a call to the account reaches the Uas.
 
-Only loopback or test namespace addresses are used. Each sipp runs in its own scratch dir.
+Every sipp command line comes from `sipp_argv`. SIP and media ports come from free_port (sipp
+would otherwise try 5060 and 6000 first), so parallel runs never collide; only loopback or
+test namespace addresses are used, and each sipp runs in its own scratch directory.
 """
 
 from __future__ import annotations
@@ -18,11 +23,60 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.lab.ports import free_port
-from tests.lab.sipp import RegisterResult, SippMissing, register
+from lab.ports import free_port
+
+# sipp expands [service] (-s), [local_ip]/[local_port], [remote_ip]/[remote_port], [branch],
+# [call_id], [pid], [call_number], [len] and [authentication] (from the last 401/407).
+# {domain} is the registrar as the phone names it: the server's address by default, or a name.
+_REGISTER_TEMPLATE = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="register with digest auth">
+  <send retrans="500">
+    <![CDATA[
+
+      REGISTER sip:{domain} SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:[service]@{domain}>;tag=[pid]reg[call_number]
+      To: <sip:[service]@{domain}>
+      Call-ID: [call_id]
+      CSeq: 1 REGISTER
+      Contact: <sip:[service]@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Expires: {expires}
+      User-Agent: {agent}
+      Content-Length: 0
+
+    ]]>
+  </send>
+
+  <recv response="401" auth="true"/>
+
+  <send retrans="500">
+    <![CDATA[
+
+      REGISTER sip:{domain} SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:[service]@{domain}>;tag=[pid]reg[call_number]
+      To: <sip:[service]@{domain}>
+      Call-ID: [call_id]
+      CSeq: 2 REGISTER
+      Contact: <sip:[service]@[local_ip]:[local_port]>
+      [authentication]
+      Max-Forwards: 70
+      Expires: {expires}
+      User-Agent: {agent}
+      Content-Length: 0
+
+    ]]>
+  </send>
+
+  <recv response="200"/>
+</scenario>
+"""
 
 _SDP = """
       v=0
@@ -227,11 +281,15 @@ _UAS_RING = """
 """
 
 
+class SippMissing(RuntimeError):
+    pass
+
+
 @dataclass(frozen=True)
-class CallResult:
+class SippResult:
     ok: bool
     returncode: int
-    output: str  # for assertion messages
+    output: str  # sipp's output and logs, for assertion messages
 
     def __bool__(self) -> bool:
         return self.ok
@@ -248,7 +306,36 @@ def _remote(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _netns(argv: list[str], netns: str | None) -> list[str]:
+def sipp_argv(
+    scenario: str | Path,
+    *,
+    local_ip: str,
+    media_port: int,
+    timeout: float,
+    local_port: int | None = None,
+    service: str | None = None,
+    auth: tuple[str, str] | None = None,
+    remote: tuple[str, int] | None = None,
+    options: Sequence[str] = (),
+    netns: str | None = None,
+) -> list[str]:
+    """sipp playing `scenario` for one call (`-m 1`, no keyboard) from `local_ip`
+    (`local_port`: its SIP port, default any) with media on `media_port`, failing after
+    `timeout` s; `service`: the request URI's user (-s), `auth`: digest user and password,
+    `remote`: the server (none for a uas), `options`: more of sipp's options (traces, -aa,
+    retransmissions); inside namespace `netns` if given."""
+    argv = [_sipp(), "-sf", str(scenario)]
+    if service is not None:
+        argv += ["-s", service]
+    if auth is not None:
+        argv += ["-au", auth[0], "-ap", auth[1]]
+    argv += ["-i", local_ip]
+    if local_port is not None:
+        argv += ["-p", str(local_port)]
+    argv += ["-mp", str(media_port), "-m", "1", "-nostdin"]
+    argv += ["-timeout", f"{timeout:g}s", "-timeout_error", *options]
+    if remote is not None:
+        argv.append(_remote(*remote))
     return ["ip", "netns", "exec", netns, *argv] if netns else argv
 
 
@@ -259,6 +346,28 @@ def _collect(scratch: Path, proc_out: str) -> str:
         for p in sorted(scratch.glob(pattern))
     )
     return (proc_out[-2000:] + "\n" + logs[-6000:]).strip()
+
+
+def _run_once(argv: list[str], scratch: Path, timeout: float) -> SippResult:
+    """Run one sipp to its end in `scratch`; ok when it exited 0."""
+    proc = subprocess.run(
+        argv,
+        cwd=scratch,
+        capture_output=True,
+        text=True,
+        timeout=timeout + 10,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    return SippResult(proc.returncode == 0, proc.returncode,
+                      _collect(scratch, proc.stdout + proc.stderr))  # fmt: skip
+
+
+def register_xml(
+    expires: int, domain: str = "[remote_ip]:[remote_port]", agent: str = "synch-lab-sipp"
+) -> str:
+    """A sipp scenario: REGISTER, answer the digest challenge, expect 200."""
+    return _REGISTER_TEMPLATE.format(expires=int(expires), domain=domain, agent=agent)
 
 
 def uac_scenario(caller: str, *, hold_ms: int = 500, expect_bye: bool = False) -> str:
@@ -274,6 +383,39 @@ def uas_scenario(*, answer: bool = True) -> str:
     return _UAS_XML.format(body=_UAS_ANSWER if answer else _UAS_RING, cseq=cseq)
 
 
+def register(
+    host: str,
+    port: int,
+    user: str,
+    password: str,
+    *,
+    local_ip: str = "127.0.0.1",
+    local_port: int | None = None,
+    expires: int = 60,
+    timeout: float = 10,
+    netns: str | None = None,
+) -> SippResult:
+    """One REGISTER of `user` to `host:port` over UDP; ok when the registrar answered 200.
+    `local_port`: the address to register as the contact (default: any free port)."""
+    with tempfile.TemporaryDirectory(prefix="synch-sipp-") as tmp:
+        scratch = Path(tmp)
+        scenario = scratch / "register.xml"
+        scenario.write_text(register_xml(expires))
+        argv = sipp_argv(
+            scenario,
+            service=user,
+            auth=(user, password),
+            local_ip=local_ip,
+            local_port=local_port or free_port("udp", local_ip),
+            media_port=free_port("udp", local_ip),
+            timeout=timeout,
+            options=("-recv_timeout", "3000", "-max_retrans", "3", "-trace_err"),
+            remote=(host, port),
+            netns=netns,
+        )
+        return _run_once(argv, scratch, timeout)
+
+
 def call(
     host: str,
     port: int,
@@ -286,51 +428,25 @@ def call(
     local_ip: str = "127.0.0.1",
     timeout: float = 30,
     netns: str | None = None,
-) -> CallResult:
+) -> SippResult:
     """One call from account `caller` to `number` at `host:port`; ok when it was answered
     and ended as expected (we hang up after `hold_ms`, or the far end does if `expect_bye`)."""
-    sipp = _sipp()
     with tempfile.TemporaryDirectory(prefix="synch-sipp-uac-") as tmp:
         scratch = Path(tmp)
         scenario = scratch / "uac.xml"
         scenario.write_text(uac_scenario(caller, hold_ms=hold_ms, expect_bye=expect_bye))
-        argv = [
-            sipp,
-            "-sf",
-            str(scenario),
-            "-s",
-            number,
-            "-au",
-            caller,
-            "-ap",
-            password,
-            "-i",
-            local_ip,
-            "-mp",
-            str(free_port("udp", local_ip)),
-            "-m",
-            "1",
-            "-nostdin",
-            "-timeout",
-            f"{timeout:g}s",
-            "-timeout_error",
-            "-max_retrans",
-            "3",
-            "-trace_err",
-            "-trace_msg",
-            _remote(host, port),
-        ]
-        proc = subprocess.run(
-            _netns(argv, netns),
-            cwd=scratch,
-            capture_output=True,
-            text=True,
-            timeout=timeout + 10,
-            check=False,
-            stdin=subprocess.DEVNULL,
+        argv = sipp_argv(
+            scenario,
+            service=number,
+            auth=(caller, password),
+            local_ip=local_ip,
+            media_port=free_port("udp", local_ip),
+            timeout=timeout,
+            options=("-max_retrans", "3", "-trace_err", "-trace_msg"),
+            remote=(host, port),
+            netns=netns,
         )
-        output = _collect(scratch, proc.stdout + proc.stderr)
-    return CallResult(proc.returncode == 0, proc.returncode, output)
+        return _run_once(argv, scratch, timeout)
 
 
 class Uas:
@@ -350,29 +466,17 @@ class Uas:
         self._scratch = Path(tempfile.mkdtemp(prefix="synch-sipp-uas-"))
         scenario = self._scratch / "uas.xml"
         scenario.write_text(uas_scenario(answer=answer))
-        argv = [
-            _sipp(),
-            "-sf",
-            str(scenario),
-            "-i",
-            local_ip,
-            "-p",
-            str(self.port),
-            "-mp",
-            str(free_port("udp", local_ip)),
-            "-m",
-            "1",
-            "-nostdin",
-            "-aa",
-            "-timeout",
-            f"{timeout:g}s",
-            "-timeout_error",
-            "-trace_err",
-            "-trace_msg",
-            "-trace_logs",
-        ]
+        argv = sipp_argv(
+            scenario,
+            local_ip=local_ip,
+            local_port=self.port,
+            media_port=free_port("udp", local_ip),
+            timeout=timeout,
+            options=("-aa", "-trace_err", "-trace_msg", "-trace_logs"),
+            netns=netns,
+        )
         self._proc = subprocess.Popen(
-            _netns(argv, netns),
+            argv,
             cwd=self._scratch,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -386,7 +490,7 @@ class Uas:
     def running(self) -> bool:
         return self._proc.poll() is None
 
-    def wait(self) -> CallResult:
+    def wait(self) -> SippResult:
         """Wait for the one call to end (or sipp's own timeout) and report it."""
         try:
             out, _ = self._proc.communicate(timeout=self._timeout + 10)
@@ -394,7 +498,7 @@ class Uas:
             self._proc.kill()
             out, _ = self._proc.communicate()
         self._numbers = self._read_numbers()
-        return CallResult(
+        return SippResult(
             self._proc.returncode == 0, self._proc.returncode, _collect(self._scratch, out or "")
         )
 
@@ -432,7 +536,7 @@ def register_from(
     expires: int = 300,
     timeout: float = 10,
     netns: str | None = None,
-) -> RegisterResult:
+) -> SippResult:
     """Register `user` from `local_ip:local_port` (the port a Uas will answer on): the
     registrar records that address as the contact, so calls to `user` reach the Uas."""
     return register(

@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.lab.chroot import LabError, lab_root, owner_alive, owner_tag
-from tests.lab.ports import free_port
+from lab.chroot import LabError, lab_root, owner_alive, owner_tag
+from lab.ports import free_port
 
 INSTANCES = "srv/synch-lab"
 AMI_USER = "synch"
@@ -59,6 +59,9 @@ QUIET_CONFIGS = {
     "musiconhold.conf": "", "voicemail.conf": "[general]\nformat = wav\n\n[default]\n",
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,30}$")
+# Rows of `pjsip show endpoints` / `pjsip show contacts` (not their <Header> lines).
+_ENDPOINT_ROW = re.compile(r"^\s*Endpoint:\s+([^\s/<]+)", re.MULTILINE)
+_CONTACT_ROW = re.compile(r"^\s*Contact:\s+([^\s/<]+)/sip:", re.MULTILINE)
 
 
 class AsteriskInstance:
@@ -204,6 +207,23 @@ class AsteriskInstance:
             raise LabError(f"{self.name}: `asterisk -rx {command!r}` exited {out.returncode}: "
                            f"{(out.stdout + out.stderr).strip()}")
         return out.stdout
+
+    def endpoints(self) -> set[str]:
+        """The names of the PJSIP endpoints loaded (`pjsip show endpoints`)."""
+        return set(_ENDPOINT_ROW.findall(self.cli("pjsip show endpoints")))
+
+    def contacts(self) -> set[str]:
+        """The AORs with a registered contact (`pjsip show contacts`)."""
+        return set(_CONTACT_ROW.findall(self.cli("pjsip show contacts")))
+
+    def channels(self) -> list[list[str]]:
+        """`core show channels concise`: channel!context!exten!prio!state!app!data!... split."""
+        out = self.cli("core show channels concise")
+        return [line.split("!") for line in out.splitlines() if "!" in line]
+
+    def app_running(self, app: str, data_part: str) -> bool:
+        """A channel is in dialplan application `app` with `data_part` in its arguments."""
+        return any(f[5] == app and data_part in f[6] for f in self.channels() if len(f) > 6)
 
     def reload(self, module: str | None = None) -> None:
         """`module reload MODULE`, or `core reload` for everything; LabError if refused."""

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.lab.sipp import register_xml
+from lab.sipp import register_xml, sipp_argv
 
 
 @dataclass(frozen=True)
@@ -149,39 +149,19 @@ class Phone:
     def _register(self, target: str) -> Attempt:
         for old in self.workdir.glob("*_errors.log"):
             old.unlink()
-        argv = [
-            "ip",
-            "netns",
-            "exec",
-            self.netns,
-            "sipp",
-            "-sf",
+        argv = sipp_argv(
             "register.xml",
-            "-s",
-            str(self.ext),
-            "-au",
-            str(self.ext),
-            "-ap",
-            self.password,
-            "-i",
-            self.local_ip,
-            "-p",
-            str(self.local_port),
-            "-mp",
-            str(self.media_port),
-            "-m",
-            "1",
-            "-nostdin",
-            "-timeout",
-            f"{self.register_timeout:g}s",
-            "-timeout_error",
-            "-recv_timeout",
-            str(int(self.register_timeout * 1000)),
-            "-max_retrans",
-            "3",
-            "-trace_err",
-            f"{target}:5060",
-        ]
+            service=str(self.ext),
+            auth=(str(self.ext), self.password),
+            local_ip=self.local_ip,
+            local_port=self.local_port,
+            media_port=self.media_port,
+            timeout=self.register_timeout,
+            options=("-recv_timeout", str(int(self.register_timeout * 1000)),
+                     "-max_retrans", "3", "-trace_err"),
+            remote=(target, 5060),
+            netns=self.netns,
+        )
         started = time.monotonic()
         try:
             proc = subprocess.run(

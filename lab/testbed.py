@@ -22,25 +22,18 @@ the branch's base config then includes them and has the trunk `pstn-gw` to the P
 10.232.1.20 on the phones' LAN, where a test answers with a sipp uas; and the central has a
 mailbox for every phone.
 
-Namespace names start with tests.lab.netns's prefix and record their owner there, so a run
-that was killed is cleaned up by the next one.
+The namespaces come from lab.netns (`new_netns`): they record their owner, so a run that was
+killed is cleaned up by the next one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import json
 import math
 import os
-import shutil
-import signal
-import socket
 import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,14 +41,13 @@ from typing import Any
 
 from dnslib import QTYPE, DNSRecord
 
-from tests.e2e.phones import Phone
-from tests.helpers.wait import wait_until
-from tests.lab import netns as labnetns
-from tests.lab.asterisk import AsteriskInstance, new_instance
-from tests.lab.chroot import owner_tag
-from tests.lab.samples import freepbx_pjsip, secret_for
+from lab.asterisk import AsteriskInstance, new_instance
+from lab.netns import Netns, link, new_netns, ns_socket
+from lab.phones import Phone
+from lab.samples import freepbx_pjsip, secret_for
+from lab.synchproc import SynchProcess, lab_config_for
+from lab.wait import wait_until
 
-REPO = Path(__file__).resolve().parents[2]
 BRANCH_LAN = "10.232.1.1"
 PHONE_ADDRS = ("10.232.1.11", "10.232.1.12", "10.232.1.13")
 LAN_PREFIX = "10.232.1.0/24"
@@ -77,8 +69,6 @@ AMI_PORT = 5038
 STATUS_PORT = 65038
 METRICS_PORT = 9386
 NFT_TABLE = "synch_e2e_wan"
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass(frozen=True)
@@ -123,130 +113,18 @@ class Timers:
         )
 
 
-# -- namespaces ---------------------------------------------------------------------------------
-
-
-def ns_socket(
-    netns: str,
-    family: int = socket.AF_INET,
-    kind: int = socket.SOCK_DGRAM,
-) -> socket.socket:
-    """A socket that lives in namespace `netns` (made by a short-lived thread that joined it;
-    a socket stays in the namespace it was made in)."""
-    box: list[socket.socket | BaseException] = []
-
-    def make() -> None:
-        try:
-            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns into {netns}: {os.strerror(err)}")
-            finally:
-                os.close(fd)
-            box.append(socket.socket(family, kind))
-        except BaseException as exc:
-            box.append(exc)
-
-    thread = threading.Thread(target=make, daemon=True)
-    thread.start()
-    thread.join()
-    result = box[0]
-    if isinstance(result, BaseException):
-        raise result
-    return result
-
-
-def _ip(*argv: str) -> None:
-    out = subprocess.run(["ip", *argv], capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"`ip {' '.join(argv)}` failed: {out.stderr.strip()}")
-
-
-@dataclass
-class Host:
-    """One namespace playing a host."""
-
-    name: str
-    resolv_conf: Path | None = None
-
-    @classmethod
-    def create(cls, role: str) -> Host:
-        # The owner record is written before the namespace exists and under the lab lock, so
-        # another run's stale-namespace pruning never takes this one for abandoned.
-        name = f"{labnetns.PREFIX}{role[0]}{os.urandom(4).hex()}"
-        with labnetns.locked():
-            labnetns.prune_stale()  # namespaces of runs that were killed
-            labnetns.OWNERS.mkdir(exist_ok=True)
-            (labnetns.OWNERS / name).write_text(f"{owner_tag(os.getpid())}\n")
-            _ip("netns", "add", name)
-        host = cls(name)
-        host.ip("link", "set", "lo", "up")
-        return host
-
-    def ip(self, *argv: str) -> None:
-        _ip("-n", self.name, *argv)
-
-    def argv(self, argv: Sequence[str]) -> list[str]:
-        return ["ip", "netns", "exec", self.name, *argv]
-
-    def run(
-        self, argv: Sequence[str], check: bool = True, timeout: float = 30, input: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.argv(argv),
-            capture_output=True,
-            text=True,
-            check=check,
-            timeout=timeout,
-            input=input,
-        )
-
-    def set_resolver(self, nameserver: str) -> None:
-        """/etc/netns/NAME/resolv.conf: what processes in the namespace see as their resolver."""
-        self.resolv_conf = Path("/etc/netns") / self.name / "resolv.conf"
-        self.resolv_conf.parent.mkdir(parents=True, exist_ok=True)
-        self.resolv_conf.write_text(f"nameserver {nameserver}\noptions timeout:1 attempts:1\n")
-
-    def delete(self) -> None:
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, check=False)
-        if self.resolv_conf is not None:
-            shutil.rmtree(self.resolv_conf.parent, ignore_errors=True)
-        (labnetns.OWNERS / self.name).unlink(missing_ok=True)
-
-
-def link(a: Host, a_if: str, a_addr: str, b: Host, b_if: str, b_addr: str) -> None:
-    """A veth pair between two namespaces (made inside `a`, so no name exists on the host)."""
-    a.ip("link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b.name)
-    for host, ifname, addr in ((a, a_if, a_addr), (b, b_if, b_addr)):
-        host.ip("addr", "add", addr, "dev", ifname)
-        host.ip("link", "set", ifname, "up")
-
-
 class Wan:
     """The branch's WAN interface, as the test wants it: up, cut, silent, lossy or metered."""
 
-    def __init__(self, branch: Host, central: Host, ifname: str = "wan0") -> None:
+    def __init__(self, branch: Netns, central: Netns, ifname: str = "wan0") -> None:
         self.branch, self.central, self.ifname = branch, central, ifname
         self.state = "up"
 
     def _rules(self, match: str) -> None:
-        dev = f'"{self.ifname}"'
-        rules = (
-            f"table inet {NFT_TABLE} {{\n"
-            f"  chain wan_in {{ type filter hook input priority -300; "
-            f"iifname {dev} {match} drop; }}\n"
-            f"  chain wan_out {{ type filter hook output priority -300; "
-            f"oifname {dev} {match} drop; }}\n"
-            f"  chain wan_fwd {{ type filter hook forward priority -300; "
-            f"iifname {dev} {match} drop; oifname {dev} {match} drop; }}\n"
-            "}\n"
-        )
-        self._clear_rules()
-        self.branch.run(["nft", "-f", "-"], input=rules)
+        self.branch.nft_drop(NFT_TABLE, self.ifname, match, forward=True)
 
     def _clear_rules(self) -> None:
-        self.branch.run(["nft", "delete", "table", "inet", NFT_TABLE], check=False)
+        self.branch.nft_delete(NFT_TABLE)
 
     def cut(self) -> None:
         """Pull the cable: the branch's WAN interface goes down."""
@@ -301,164 +179,34 @@ def synch_config(
     """The bed's settings; `dialplan` (keys of the `dialplan` section) turns survivable calling
     on with the bed's trunk."""
     extra = {} if dialplan is None else {"dialplan": {"enabled": True, "trunk": TRUNK, **dialplan}}
-    return {
-        "loglevel": {"default": "debug"},
-        "probemonitor": {
+    return lab_config_for(
+        central,
+        branch,
+        localconfigspath,
+        # Nothing listens there: names outside the zone get SERVFAIL, and no query leaves.
+        ["127.0.0.1:5353"],
+        central_host=CENTRAL_WAN,
+        probemonitor={
             "failureTolerance": timers.failure_tolerance,
             "aliveThreshold": timers.alive_threshold,
             "errorPenaltyPoints": timers.error_penalty,
             "interval": timers.interval,
         },
-        "amiremote": {
-            "hostname": CENTRAL_WAN,
-            "port": central.ami_port,
-            "username": central.ami_user,
-            "password": central.ami_secret,
-            "timeout": timers.timeout,
-        },
-        "amilocal": {
-            "hostname": "127.0.0.1",
-            "port": branch.ami_port,
-            "username": branch.ami_user,
-            "password": branch.ami_secret,
-        },
-        "syncmanager": {
-            "mode": "pjsip",
-            "interval": timers.sync_interval,
-            "filterkey": "accountcode",
-            "filtervalue": f"^{BRANCH_SITE}$",
-            "localconfigspath": str(localconfigspath),
-        },
-        "dnsservice": {
+        amiremote={"timeout": timers.timeout},
+        amilocal={"hostname": "127.0.0.1"},
+        syncmanager={"interval": timers.sync_interval, "filtervalue": f"^{BRANCH_SITE}$"},
+        dnsservice={
             "listenaddress": BRANCH_LAN,
             "port": 53,
             "domain": DOMAIN,
-            "record": "sip",
             "recordttl": timers.recordttl,
             "targetnormal": CENTRAL_WAN,
             "targetfailover": BRANCH_LAN,
-            # Nothing listens there: names outside the zone get SERVFAIL, and no query leaves.
-            "forwarders": ["127.0.0.1:5353"],
-            "forwardtimeout": 0.5,
-            "defaultstate": "Failover",
         },
-        "servicecontrol": {
-            "token": TOKEN,
-            "admintoken": ADMIN_TOKEN,
-            "listenaddress": "127.0.0.1",
-            "port": STATUS_PORT,
-        },
-        "metrics": {"listenaddress": "127.0.0.1", "port": METRICS_PORT},
+        servicecontrol={"token": TOKEN, "admintoken": ADMIN_TOKEN, "port": STATUS_PORT},
+        metrics={"port": METRICS_PORT},
         **extra,
-    }
-
-
-class BranchSynch:
-    """`synch run` inside the branch namespace, and clients for its sockets there."""
-
-    def __init__(self, host: Host, config: dict[str, Any], workdir: Path) -> None:
-        self.host, self.config, self.workdir = host, config, workdir
-        self.config_path = workdir / "appsettings.json"
-        self.log_path = workdir / "synch.log"
-        self.config_path.write_text(json.dumps(config, indent=2))
-        os.chmod(self.config_path, 0o600)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, wait: bool = True) -> None:
-        # setpriv: synch dies with the test process, even when that one is killed outright
-        # (it runs in its own session, so nothing else would stop it).
-        argv = self.host.argv(
-            ["setpriv", "--pdeathsig", "KILL", sys.executable, "-m", "synch.cli", "run",
-             "-c", str(self.config_path)]
-        )  # fmt: skip
-        # The package from this tree, whether or not it is installed in the environment.
-        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-        with open(self.log_path, "ab") as log:
-            # `ip netns exec` and setpriv exec synch, so this pid is synch's (for SIGKILL).
-            self.proc = subprocess.Popen(
-                argv,
-                stdout=log,
-                stderr=log,
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env={**os.environ, "PYTHONPATH": path},
-            )
-        if wait:
-            wait_until(self._answering, 20, message=f"synch answering; log:\n{self.log()}")
-
-    def _answering(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"synch exited {self.proc.returncode}:\n{self.log()}")
-        try:
-            return self.ask(f"GetStatus({TOKEN})").startswith("[{")
-        except OSError:
-            return False
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL, as in a crash or an OOM kill."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def log(self, tail: int = 8000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-tail:]
-        except FileNotFoundError:
-            return ""
-
-    def _tcp(self, port: int, request: bytes, timeout: float) -> bytes:
-        sock = ns_socket(self.host.name, socket.AF_INET, socket.SOCK_STREAM)
-        with sock:
-            sock.settimeout(timeout)
-            sock.connect(("127.0.0.1", port))
-            sock.sendall(request)
-            chunks = []
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        return b"".join(chunks)
-
-    def ask(self, line: str, timeout: float = 5) -> str:
-        return self._tcp(STATUS_PORT, line.encode() + b"\n", timeout).decode()
-
-    def status(self) -> dict[str, str]:
-        parsed: list[dict[str, str]] = json.loads(self.ask(f"GetStatus({TOKEN})"))
-        return parsed[0]
-
-    def details(self) -> dict[str, Any]:
-        parsed: dict[str, Any] = json.loads(self.ask(f"GetDetails({TOKEN})"))
-        return parsed
-
-    def admin(self, action: str, timeout: float = 30) -> dict[str, Any]:
-        parsed: dict[str, Any] = json.loads(self.ask(f"{action}({ADMIN_TOKEN})", timeout))
-        return parsed
-
-    def metrics(self) -> str:
-        reply = self._tcp(METRICS_PORT, b"GET /metrics HTTP/1.0\r\nHost: synch\r\n\r\n", 5)
-        return reply.decode().split("\r\n\r\n", 1)[-1]
-
-
-def metric_samples(text: str, name: str) -> dict[str, float]:
-    """{labels-or-'': value} of the samples called exactly `name` in a Prometheus text."""
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            key, _, value = line.rpartition(" ")
-            out[key[len(name) :]] = float(value)
-    return out
+    )
 
 
 # -- the bed ------------------------------------------------------------------------------------
@@ -514,13 +262,13 @@ class TestBed:
 
     workdir: Path
     timers: Timers
-    central_host: Host
-    branch_host: Host
-    phones_host: Host
+    central_host: Netns
+    branch_host: Netns
+    phones_host: Netns
     wan: Wan
     central: AsteriskInstance | None = None
     branch: AsteriskInstance | None = None
-    synch: BranchSynch | None = None
+    synch: SynchProcess | None = None
     phones: list[Phone] = field(default_factory=list)
     started_at: float = field(default_factory=time.monotonic)
     dialplan: dict[str, Any] | None = None  # the settings' dialplan section (None: off)
@@ -534,10 +282,10 @@ class TestBed:
         """`dialplan`: the `dialplan` section's keys besides `enabled` and `trunk` (which the
         bed sets), e.g. {"outbound": ["_0XXXXXXXXX"]}; None leaves survivable calling off."""
         timers = timers or Timers()
-        hosts: list[Host] = []
+        hosts: list[Netns] = []
         try:
             for role in ("central", "branch", "phones"):
-                hosts.append(Host.create(role))
+                hosts.append(new_netns(role))
         except BaseException:
             for host in hosts:
                 host.delete()
@@ -587,7 +335,10 @@ class TestBed:
         self.central_host.ip("route", "add", LAN_PREFIX, "via", BRANCH_WAN)
         # The branch routes for its phones; only inside its own namespace.
         self.branch_host.run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
-        self.phones_host.set_resolver(BRANCH_LAN)
+        # The phones' resolver is synch's DNS on the branch.
+        self.phones_host.set_resolv_conf(
+            f"nameserver {BRANCH_LAN}\noptions timeout:1 attempts:1\n"
+        )
 
     def _asterisks(self) -> None:
         calling = self.dialplan is not None
@@ -621,7 +372,7 @@ class TestBed:
         config = synch_config(
             self.timers, self.central, self.branch, self.branch.config_dir, dialplan=self.dialplan
         )
-        self.synch = BranchSynch(self.branch_host, config, self.workdir)
+        self.synch = SynchProcess(config, self.workdir, netns=self.branch_host.name)
         self.synch.start()
         # defaultstate is Failover: the central must prove healthy, and the first sync must
         # have put the phones' accounts on the branch, before phones come up.
@@ -659,7 +410,8 @@ class TestBed:
         for phone in self.phones:
             phone.stop()
         if self.synch is not None:
-            self.synch.stop()
+            with contextlib.suppress(subprocess.TimeoutExpired):  # killed instead
+                self.synch.stop()
         for inst in (self.central, self.branch):
             if inst is not None:
                 with contextlib.suppress(Exception):
@@ -672,7 +424,7 @@ class TestBed:
     # -- looking at it ------------------------------------------------------------------------
 
     @property
-    def synch_proc(self) -> BranchSynch:
+    def synch_proc(self) -> SynchProcess:
         assert self.synch is not None
         return self.synch
 
@@ -738,27 +490,14 @@ class TestBed:
         return "\n".join(p.timeline(since) for p in self.phones)
 
     def endpoints(self, inst: AsteriskInstance | None) -> set[int]:
+        """The extensions `inst` has an endpoint for."""
         assert inst is not None
-        out = inst.cli("pjsip show endpoints")
-        found = set()
-        for line in out.splitlines():
-            fields = line.split()
-            if len(fields) >= 2 and fields[0] == "Endpoint:" and fields[1].split("/")[0].isdigit():
-                found.add(int(fields[1].split("/")[0]))
-        return found
+        return {int(name) for name in inst.endpoints() if name.isdigit()}
 
     def contacts(self, inst: AsteriskInstance | None) -> set[int]:
         """Extensions with a registered contact on `inst` (its own view)."""
         assert inst is not None
-        out = inst.cli("pjsip show contacts")
-        found = set()
-        for line in out.splitlines():
-            fields = line.split()
-            if len(fields) >= 2 and fields[0] == "Contact:" and "/sip:" in fields[1]:
-                aor = fields[1].split("/", 1)[0]
-                if aor.isdigit():
-                    found.add(int(aor))
-        return found
+        return {int(aor) for aor in inst.contacts() if aor.isdigit()}
 
     # -- putting it back --------------------------------------------------------------------------
 
@@ -767,7 +506,7 @@ class TestBed:
         control, Stable/Normal, and every phone registered at the central."""
         assert self.central is not None
         self.wan.restore()
-        self.central_host.run(["nft", "delete", "table", "inet", labnetns.NFT_TABLE], check=False)
+        self.central_host.restore()
         if not self.central.running:
             self.central.start()
         if not self.synch_proc.running:
@@ -779,13 +518,7 @@ class TestBed:
 
     def central_silent(self) -> None:
         """The central's host stops answering anything (its Asterisk keeps running)."""
-        rules = (
-            f"table inet {labnetns.NFT_TABLE} {{\n"
-            '  chain in { type filter hook input priority -300; iifname "wan0" drop; }\n'
-            '  chain out { type filter hook output priority -300; oifname "wan0" drop; }\n'
-            "}\n"
-        )
-        self.central_host.run(["nft", "-f", "-"], input=rules)
+        self.central_host.drop_all("wan0")
 
 
 # -- figures --------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""`python -m tests.lab build|start-sample|clean`: manage the Asterisk test lab by hand."""
+"""`python -m lab build|start-sample|clean`: manage the Asterisk test lab by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 
-from tests.lab import asterisk, chroot, netns, samples
+from lab import asterisk, chroot, netns, samples
 
 
 def _build(_: argparse.Namespace) -> int:
@@ -46,7 +46,7 @@ def _clean(_: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.lab", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("build", help="build (about a minute) or verify the Asterisk chroot"
                    ).set_defaults(func=_build)

@@ -18,7 +18,7 @@ from types import TracebackType
 
 from dnslib import DNSRecord
 
-from tests.lab.ports import free_port
+from lab.ports import free_port
 
 DNSMASQ = "/usr/sbin/dnsmasq"
 
@@ -44,13 +44,15 @@ class Dnsmasq:
 
     port None (or 0) picks a free one; read it back from `.port`. Names not in `records`
     get NXDOMAIN, as from a real resolver (dnsmasq alone would say REFUSED); records are
-    served with TTL `ttl`.
+    served with TTL `ttl`. Every query is logged (`log()`) unless `log_queries` is off (a
+    benchmark's reference server).
     """
 
     def __init__(self, port: int | None = None, records: dict[str, str] | None = None,
-                 host: str = "127.0.0.1", ttl: int = 60) -> None:
+                 host: str = "127.0.0.1", ttl: int = 60, log_queries: bool = True) -> None:
         self.host = host
         self.ttl = ttl
+        self.log_queries = log_queries
         self.port = port or free_port("both", host)
         self.records = dict(records or {})
         self._proc: subprocess.Popen[bytes] | None = None
@@ -60,7 +62,8 @@ class Dnsmasq:
         return [
             DNSMASQ, "--keep-in-foreground", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
             f"--listen-address={self.host}", f"--port={self.port}", "--bind-interfaces",
-            "--pid-file", "--user=root", "--log-facility=-", "--log-queries",
+            "--pid-file", "--user=root", "--log-facility=-",
+            *(["--log-queries"] if self.log_queries else []),
             f"--local-ttl={self.ttl}", "--address=/#/",
             *(f"--address=/{name}/{ip}" for name, ip in self.records.items()),
         ]

@@ -24,15 +24,22 @@ def _bindable(kind: int, host: str, port: int) -> int:
         return int(sock.getsockname()[1])
 
 
-def free_port(kind: PortKind = "tcp", host: str = "127.0.0.1") -> int:
+def free_port(kind: PortKind = "tcp", host: str = "127.0.0.1", prefer: int | None = None) -> int:
     """A port that is free right now on `host` for TCP, UDP or both.
 
-    The kernel picks it (bind to port 0), so it comes from the ephemeral range and is
-    unlikely to be handed out again soon; the caller should bind it promptly.
+    `prefer` when it is free (a number easy to type, for the demo); otherwise the kernel picks
+    it (bind to port 0), so it comes from the ephemeral range and is unlikely to be handed out
+    again soon. The caller should bind it promptly.
     """
     if kind not in ("tcp", "udp", "both"):
         raise ValueError(f"free_port: kind must be 'tcp', 'udp' or 'both', not {kind!r}")
     first = socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM
+    if (
+        prefer
+        and _bindable(first, host, prefer)
+        and (kind != "both" or _bindable(socket.SOCK_DGRAM, host, prefer))
+    ):
+        return prefer
     for _ in range(100):
         port = _bindable(first, host, 0)
         if kind != "both" or _bindable(socket.SOCK_DGRAM, host, port):

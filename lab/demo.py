@@ -6,31 +6,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from tests.lab.asterisk import AsteriskInstance, new_instance
-from tests.lab.dnsmasq import Dnsmasq
-from tests.lab.ports import free_port
-from tests.lab.samples import central_configs
+from lab.asterisk import AsteriskInstance, new_instance
+from lab.dnsmasq import Dnsmasq
+from lab.ports import free_port
+from lab.samples import central_configs
 
 TOKEN = "token1"
 ADMIN = "demo-admin"
-
-
-def _port(preferred: int, kind: str = "tcp") -> int:
-    """The preferred port when it is free (easy to type), else any free one."""
-    for family_kind in ("tcp", "udp") if kind == "both" else (kind,):
-        sock_type = socket.SOCK_STREAM if family_kind == "tcp" else socket.SOCK_DGRAM
-        with socket.socket(socket.AF_INET, sock_type) as s:
-            try:
-                s.bind(("127.0.0.1", preferred))
-            except OSError:
-                return free_port(kind)  # type: ignore[arg-type]
-    return preferred
 
 
 def _settings(central: AsteriskInstance, branch: AsteriskInstance, upstream: int) -> dict:
@@ -46,13 +33,13 @@ def _settings(central: AsteriskInstance, branch: AsteriskInstance, upstream: int
         "syncmanager": {"mode": "pjsip", "interval": 60, "filterkey": "accountcode",
                         "filtervalue": "^HeadOffice$",
                         "localconfigspath": str(branch.config_dir) + "/"},
-        "dnsservice": {"listenaddress": "127.0.0.1", "port": _port(10053, "both"),
+        "dnsservice": {"listenaddress": "127.0.0.1", "port": free_port("both", prefer=10053),
                        "domain": "example.local", "record": "sip", "recordttl": 30,
                        "targetnormal": "127.0.0.10", "targetfailover": "127.0.0.20",
                        "forwarders": [f"127.0.0.1:{upstream}"], "defaultstate": "Failover"},
         "servicecontrol": {"token": TOKEN, "admintoken": ADMIN, "listenaddress": "127.0.0.1",
-                           "port": _port(65038)},
-        "metrics": {"listenaddress": "127.0.0.1", "port": _port(9386)},
+                           "port": free_port(prefer=65038)},
+        "metrics": {"listenaddress": "127.0.0.1", "port": free_port(prefer=9386)},
     }
 
 
