@@ -31,24 +31,6 @@ from synch.ami.client import AmiClient  # noqa: E402
 FILTER = "accountcode=^HeadOffice$"
 
 
-def peers_conf(count: int) -> str:
-    sites = ("HeadOffice", "DevOps", "Support")
-    out = []
-    for n in range(count):
-        ext = 10000 + n
-        out.append(
-            f"[{ext}]\ndeny=0.0.0.0/0.0.0.0\nsecret=Pw{ext}secret\ndtmfmode=rfc2833\n"
-            f"canreinvite=no\ncontext=from-internal\nhost=dynamic\ntrustrpid=yes\n"
-            f"sendrpid=no\ntype=friend\nnat=yes\nport=5060\nqualify=yes\nqualifyfreq=60\n"
-            f"transport=udp\navpf=no\nicesupport=no\nencryption=no\ncallgroup=\n"
-            f"pickupgroup=\ndial=SIP/{ext}\nmailbox={ext}@device\npermit=0.0.0.0/0.0.0.0\n"
-            f"callerid=User {ext} <{ext}>\ncallcounter=yes\nfaxdetect=no\n"
-            f"accountcode={sites[n % 3]}\nsetvar=REALCALLERIDNUM={ext}\n"
-            "disallow=all\nallow=ulaw\nallow=alaw\n\n"
-        )
-    return "".join(out)
-
-
 def via_synch(host: str, port: int, user: str, secret: str, name: str, flt: str | None) -> int:
     client = AmiClient(host, port, user, secret, timeout=120, name="bench")
     try:
@@ -125,8 +107,9 @@ def main() -> None:
     instance = None
     if opts.host is None:
         from lab.asterisk import new_instance
+        from lab.samples import chan_sip_peers
 
-        instance = new_instance("bench-ami", configs={opts.file: peers_conf(opts.peers)})
+        instance = new_instance("bench-ami", configs={opts.file: chan_sip_peers(opts.peers)})
         instance.start()
         opts.host, opts.port = instance.ami_host, instance.ami_port
         opts.user, opts.secret = instance.ami_user, instance.ami_secret

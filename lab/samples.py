@@ -187,3 +187,23 @@ def freepbx_pjsip(
 def central_configs(sites: dict[str, list[int]] | None = None) -> dict[str, str]:
     """Everything a sample central needs: `sip_additional.conf` and the FreePBX PJSIP files."""
     return {"sip_additional.conf": ORIGINAL_README_SIP_ADDITIONAL, **freepbx_pjsip(sites)}
+
+
+def chan_sip_peers(count: int) -> str:
+    """`count` FreePBX-style chan_sip peers (10000, 10001, ...), a third per site: the large
+    sip_additional.conf the AMI benchmark and the recorded transcripts use."""
+    sites = ("HeadOffice", "DevOps", "Support")
+    out = []
+    for n in range(count):
+        ext = 10000 + n
+        out.append(
+            f"[{ext}]\ndeny=0.0.0.0/0.0.0.0\nsecret=Pw{ext}secret\ndtmfmode=rfc2833\n"
+            f"canreinvite=no\ncontext=from-internal\nhost=dynamic\ntrustrpid=yes\n"
+            f"sendrpid=no\ntype=friend\nnat=yes\nport=5060\nqualify=yes\nqualifyfreq=60\n"
+            f"transport=udp\navpf=no\nicesupport=no\nencryption=no\ncallgroup=\n"
+            f"pickupgroup=\ndial=SIP/{ext}\nmailbox={ext}@device\npermit=0.0.0.0/0.0.0.0\n"
+            f"callerid=User {ext} <{ext}>\ncallcounter=yes\nfaxdetect=no\n"
+            f"accountcode={sites[n % 3]}\nsetvar=REALCALLERIDNUM={ext}\n"
+            "disallow=all\nallow=ulaw\nallow=alaw\n\n"
+        )
+    return "".join(out)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.asterisk import AsteriskInstance, new_instance
+from lab.samples import chan_sip_peers
 from tests.unit.ami_transcripts import FIXTURES, Exchange, Transcript, dumps
 
 # The central's test.conf: templates, inheritance, duplicate keys, `=` in values, `\;`, `=>`.
@@ -60,22 +61,7 @@ LARGE_PEERS = 100  # about 110 KB of GetConfig: past the session's batching thre
 
 
 def large_conf(count: int = LARGE_PEERS) -> str:
-    """FreePBX-style chan_sip peers, as bench/bench_ami.py makes them."""
-    sites = ("HeadOffice", "DevOps", "Support")
-    out = []
-    for n in range(count):
-        ext = 10000 + n
-        out.append(
-            f"[{ext}]\ndeny=0.0.0.0/0.0.0.0\nsecret=Pw{ext}secret\ndtmfmode=rfc2833\n"
-            f"canreinvite=no\ncontext=from-internal\nhost=dynamic\ntrustrpid=yes\n"
-            f"sendrpid=no\ntype=friend\nnat=yes\nport=5060\nqualify=yes\nqualifyfreq=60\n"
-            f"transport=udp\navpf=no\nicesupport=no\nencryption=no\ncallgroup=\n"
-            f"pickupgroup=\ndial=SIP/{ext}\nmailbox={ext}@device\npermit=0.0.0.0/0.0.0.0\n"
-            f"callerid=User {ext} <{ext}>\ncallcounter=yes\nfaxdetect=no\n"
-            f"accountcode={sites[n % 3]}\nsetvar=REALCALLERIDNUM={ext}\n"
-            "disallow=all\nallow=ulaw\nallow=alaw\n\n"
-        )
-    return "".join(out)
+    return chan_sip_peers(count)
 
 
 CONFIGS = {"test.conf": TEST_CONF, "sip_large.conf": large_conf()}
