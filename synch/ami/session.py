@@ -40,6 +40,7 @@ _READ_BUFFER = 256 * 1024
 _BATCH_AFTER = 64 * 1024
 _BATCH_DELAY = 0.002
 _YIELD = 0.0001  # the shortest sleep that still lets the event loop poll (see _receive_data)
+_RUN_LIMIT = 0.005  # the longest the reader runs without yielding (gevent's switch interval)
 # The largest reply accepted unless the caller says otherwise: a 10k-extension GetConfig is
 # about 8 MB on the wire (FACTS.md).
 DEFAULT_MAX_REPLY_BYTES = 32 * 1024 * 1024
@@ -136,6 +137,7 @@ class _Session(pyst2.Manager):  # type: ignore[misc]
         chunk (a greenlet switch), so checking after each chunk is checking after each line."""
         framer = _Framer()
         queue = self._message_queue
+        yielded = time.monotonic()
         while self._running.is_set() and self._connected.is_set():
             try:
                 chunk = self._sock.read_chunk()
@@ -164,12 +166,15 @@ class _Session(pyst2.Manager):  # type: ignore[misc]
                 # Deep in a large reply that trickles in (Asterisk writes each line on its
                 # own): let it pile up rather than wake up for every few hundred bytes.
                 time.sleep(_BATCH_DELAY)
-            else:
+                yielded = time.monotonic()
+            elif time.monotonic() - yielded >= _RUN_LIMIT:
                 # A peer that never pauses leaves a chunk waiting at every recv, which then
                 # returns without yielding. sleep(0) is not enough: it may run us again before
                 # the loop polls for I/O (for ~50 chunks: 1 s without DNS, measured); a timer
                 # waits for the next loop iteration, after every ready socket had its turn.
+                # Once per _RUN_LIMIT, not per chunk: each costs a loop iteration.
                 time.sleep(_YIELD)  # gevent.sleep: see the module's docstring
+                yielded = time.monotonic()
 
     def request(self, fields: dict[str, Any], action_id: str) -> AmiReply:
         """Send one action (a fresh pyst2 dict, `fields["Action"]` its name) under
