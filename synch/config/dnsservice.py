@@ -27,6 +27,7 @@ def _dnsservice(sec: _Section) -> DnsSettings:
         domain=_dns_name(sec, "domain", d.domain),
         record=_dns_name(sec, "record", d.record),
         recordttl=sec.integer("recordttl", d.recordttl, 0, MAX_DNS_TIME),
+        srvbackup=sec.boolean("srvbackup", d.srvbackup),
         targetnormal=sec.ip(
             "targetnormal",
             "",

@@ -80,6 +80,7 @@ class DnsSettings:
     domain: str = "example.local"
     record: str = "sip"
     recordttl: int = 300
+    srvbackup: bool = True  # the SIP SRV names also list the other side (priority 10)
     targetnormal: str = "127.0.0.1"
     targetfailover: str = "127.0.0.1"
     forwarders: tuple[Endpoint, ...] = ()

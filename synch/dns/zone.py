@@ -13,8 +13,13 @@ The zone holds:
   exists with no address records (NODATA). Resolvers only need it for a delegation, where the
   parent's glue supplies the address;
 - `record.domain`: A (or AAAA for an IPv6 target) = the current target, TTL `recordttl`;
-- `_sip._udp.<domain>`, `_sip._tcp.<domain>`: SRV `0 0 5060 record.domain`, with the target's
-  address in the additional section so a phone needs no second lookup.
+- `_sip._udp.<domain>`, `_sip._tcp.<domain>`: SRV `0 0 5060 record.domain` (the current
+  target), and with `srvbackup` also `10 0 5060` the other side's own name, for phones that fail
+  over themselves (RFC 3263: the next target when the first does not answer); the addresses in
+  the additional section so a phone needs no second lookup;
+- `<record>-central.<domain>` and `<record>-branch.<domain>` (`sip-central`, `sip-branch`): A
+  (or AAAA) = `targetnormal` and `targetfailover` whatever the state: the SRV's names for each
+  side.
 Ancestors of those names inside the zone (`_udp.<domain>`, ...) are empty non-terminals and
 answer NODATA, not NXDOMAIN: an NXDOMAIN there would tell RFC 8020 resolvers that the SRV names
 below do not exist either. Any other name in the zone is NXDOMAIN.
@@ -41,6 +46,7 @@ log = logging.getLogger("synch.dns")
 Name = tuple[bytes, ...]  # lowercase labels, no root label
 
 SIP_PORT = 5060
+SRV_BACKUP_PRIORITY = 10  # after the current target's 0
 CLASS_ANY = 255
 
 
@@ -117,10 +123,24 @@ def build_zone(settings: DnsSettings, view: ZoneView) -> _Zone:
     ns_glue = zone.rrsets.get(to_name(ns_name), {})
     zone.additional[zone.apex] = [rr for rrs in ns_glue.values() for rr in rrs]
 
+    label = record if record not in ("", "@") else "sip"
+    side_names = {}
+    for side, address in (("central", settings.targetnormal), ("branch", settings.targetfailover)):
+        side_names[address] = side_name = f"{label}-{side}.{domain}".lower()
+        side_rr = _address_rr(side_name, address, settings.recordttl)
+        if side_rr is not None:
+            zone.add(side_rr)
+    normal, failover = settings.targetnormal, settings.targetfailover
+    other = failover if view.target == normal else normal
+    backup = settings.srvbackup and other != view.target
+    other_rr = _address_rr(side_names[other], other, settings.recordttl) if backup else None
     for proto in ("_udp", "_tcp"):
         srv_name = f"_sip.{proto}.{domain}"
         zone.add(RR(srv_name, QTYPE.SRV, ttl=settings.recordttl, rdata=SRV(0, 0, SIP_PORT, fqdn)))
-        zone.additional[to_name(srv_name)] = [target_rr] if target_rr is not None else []
+        if backup:
+            srv = SRV(SRV_BACKUP_PRIORITY, 0, SIP_PORT, side_names[other])
+            zone.add(RR(srv_name, QTYPE.SRV, ttl=settings.recordttl, rdata=srv))
+        zone.additional[to_name(srv_name)] = [rr for rr in (target_rr, other_rr) if rr is not None]
 
     depth = len(zone.apex)
     for name in list(zone.rrsets):

@@ -138,7 +138,10 @@ def test_dns_local_and_forwarded_answers(synch: SynchProcess) -> None:
 
     for tcp in (False, True):
         srv = synch.query("_sip._udp.example.local", "SRV", tcp=tcp)
-        assert [str(rr.rdata) for rr in srv.rr] == ["0 0 5060 sip.example.local."]
+        assert [str(rr.rdata) for rr in srv.rr] == [
+            "0 0 5060 sip.example.local.",  # the current target (Failover at start here)
+            "10 0 5060 sip-central.example.local.",  # the other side, for phones that fail over
+        ]
         aaaa = synch.query("sip.example.local", "AAAA", tcp=tcp)
         assert aaaa.header.rcode == RCODE.NOERROR and not aaaa.rr
         assert aaaa.auth and aaaa.auth[0].rtype == QTYPE.SOA

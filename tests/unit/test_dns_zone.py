@@ -3,6 +3,8 @@ every query passes first (`wire.screen`); the state the zone follows (`DnsState`
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from dnslib import CLASS, EDNS0, OPCODE, QTYPE, RCODE, DNSQuestion, DNSRecord
 
@@ -62,8 +64,10 @@ class Zone:
         return found if found is not None else (None, FORWARD)
 
 
-def resolver(settings: DnsSettings = SETTINGS, state: State | None = None) -> Zone:
-    return Zone(settings, state or State())
+def resolver(
+    settings: DnsSettings = SETTINGS, state: State | None = None, **changes: object
+) -> Zone:
+    return Zone(replace(settings, **changes) if changes else settings, state or State())
 
 
 def ask(r: Zone, name: str, qtype: str = "A", **header: int) -> tuple[DNSRecord | None, str]:
@@ -156,7 +160,7 @@ def test_ns_address_is_the_listen_address_when_specific() -> None:
 
 @pytest.mark.parametrize("name", ["_sip._udp.example.local", "_SIP._TCP.Example.Local"])
 def test_srv_records(name: str) -> None:
-    reply, kind = ask(resolver(state=State(FAILOVER)), name, "SRV")
+    reply, kind = ask(resolver(state=State(FAILOVER), srvbackup=False), name, "SRV")
     assert kind == LOCAL and reply is not None
     (srv,) = reply.rr
     rdata = srv.rdata
@@ -164,6 +168,34 @@ def test_srv_records(name: str) -> None:
     assert str(rdata.target) == "sip.example.local."
     # The target's address rides along, so a phone needs no second query.
     assert [(str(rr.rname), str(rr.rdata)) for rr in reply.ar] == [("sip.example.local.", FAILOVER)]
+
+
+@pytest.mark.parametrize(
+    ("state", "first", "backup", "backup_name"),
+    [
+        (NORMAL, NORMAL, FAILOVER, "sip-branch.example.local."),
+        (FAILOVER, FAILOVER, NORMAL, "sip-central.example.local."),
+    ],
+)
+def test_srv_lists_the_other_side_after_the_current_target(
+    state: str, first: str, backup: str, backup_name: str
+) -> None:
+    r = resolver(state=State(state))
+    reply, kind = ask(r, "_sip._udp.example.local", "SRV")
+    assert kind == LOCAL and reply is not None
+    assert [(rr.rdata.priority, str(rr.rdata.target)) for rr in reply.rr] == [
+        (0, "sip.example.local."),  # the current target, whatever the state: it follows it
+        (10, backup_name),
+    ]
+    assert [(str(rr.rname), str(rr.rdata)) for rr in reply.ar] == [
+        ("sip.example.local.", first),
+        (backup_name, backup),
+    ]
+    # Each side's name resolves in the zone, whatever the state.
+    for name, address in (("sip-central.example.local", NORMAL),
+                          ("sip-branch.example.local", FAILOVER)):  # fmt: skip
+        side, kind = ask(r, name, "A")
+        assert kind == LOCAL and side is not None and str(side.rr[0].rdata) == address
 
 
 @pytest.mark.parametrize("name", ["www.example.local", "sip2.example.local", "a.sip.example.local"])
