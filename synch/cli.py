@@ -107,12 +107,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         details = json.loads(reply)
     except ValueError:
-        print(reply.strip(), file=sys.stderr)
+        details = None
+    if not isinstance(details, dict):  # e.g. "Token error. Bye bye!": the token is wrong
+        print(f"synch answered: {reply.strip()}", file=sys.stderr)
         return EXIT_FAILED
-    width = max(len(k) for k in details)
-    for key, value in details.items():
-        text = json.dumps(value) if isinstance(value, dict | list) else value
-        print(f"{key:<{width}}  {text}")
+    from synch.statustext import describe
+
+    print("\n".join(describe(details)))
     return EXIT_OK
 
 
@@ -256,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("run", parents=[common], help="run the daemon in the foreground").set_defaults(
         func=cmd_run
     )
-    p = sub.add_parser("status", parents=[common], help="ask the running daemon for its state")
+    p = sub.add_parser(
+        "status", parents=[common], help="ask the running daemon for its state, in sentences"
+    )
     p.add_argument("--json", action="store_true", help="print the raw GetDetails JSON")
     p.set_defaults(func=cmd_status)
     sub.add_parser(

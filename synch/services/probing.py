@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 import gevent.event
 
@@ -37,6 +38,8 @@ class ProbeService:
         self.last_probe: dict[str, object] = {}
         self.failovers = self.fallbacks = 0
         self.last_loop = time.monotonic()  # when the loop last started a probe (watchdog)
+        # When the monitor and the service states last changed (start: both), for the status.
+        self.monitor_since = self.service_since = datetime.now()
         # Called after each change of the monitor's state (the controller: sync, systemd).
         self.monitor_listeners: list[Callable[[Monitor, Monitor], None]] = []
         # Called once, after the first probe the central answered.
@@ -76,6 +79,7 @@ class ProbeService:
             log.info("probe of central %s: %s", self.where, error or result.value)
         old, new = self.monitor.record(result)
         if old != new:
+            self.monitor_since = datetime.now()
             log.log(
                 logging.WARNING if new is Monitor.FAILED else logging.INFO,
                 "monitor %s -> %s (ok=%d points=%d)",
@@ -99,6 +103,7 @@ class ProbeService:
         self.control.auto()
 
     def _count_switch(self, old: Service, new: Service) -> None:
+        self.service_since = datetime.now()
         if new is Service.FAILOVER:
             self.failovers += 1
             self.metrics.failovers.inc()
@@ -115,7 +120,9 @@ class ProbeService:
     def details(self) -> dict[str, object]:
         return {
             "Monitor": self.monitor.state.value,
+            "MonitorSince": local_stamp(self.monitor_since),
             "Service": self.service.value,
+            "ServiceSince": local_stamp(self.service_since),
             "Forced": self.control.forced is not None,
             "Ok": self.monitor.ok,
             "Points": self.monitor.points,

@@ -103,6 +103,10 @@ class SyncService:
             "Result": result.value,
             "Reason": outcome.reason,
             "Commit": outcome.commit or self.last.get("Commit"),
+            "Change": str(outcome.change) if outcome.change is not None else "",
+            "Accounts": outcome.accounts if outcome.accounts is not None else self.last.get(
+                "Accounts"
+            ),
             "Seconds": round(seconds, 3),
             "Timestamp": local_stamp(),
         }

@@ -3,6 +3,7 @@ status socket and metrics, seen from outside as an operator and a phone would.""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -194,6 +195,30 @@ def test_admin_override_forces_failover_until_auto(synch: SynchProcess) -> None:
     assert synch.ask("Failover(token1)") == "Token error. Bye bye!\n"  # needs the admin token
     synch.admin("Auto")
     assert synch.resolve_a() == "127.0.0.10"
+
+
+def test_synch_status_speaks_in_sentences(synch: SynchProcess) -> None:
+    wait_state(synch, 10, Monitor="Stable", Service="Normal")
+    wait_until(lambda: synch.details()["LastSync"].get("Result"), 15, message="a first sync")
+    synch.admin("Failover")
+    result = synch.cli("status")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("The central PBX answers since "), result.stdout
+    assert lines[1].startswith(
+        "Phones are sent to this branch (sip.example.local resolves to 127.0.0.20) since "
+    ) and lines[1].endswith("An admin forced this."), result.stdout
+    assert lines[2].startswith("Last sync ") and "accounts" in lines[2], result.stdout
+    assert "- the service is forced to Failover by an admin" in result.stdout
+    assert "None" not in result.stdout and "null" not in result.stdout
+    raw = synch.cli("status", "--json")
+    assert json.loads(raw.stdout)["Service"] == "Failover"
+    synch.admin("Auto")
+    synch.config["servicecontrol"]["token"] = "not-the-token"
+    synch.write_config()
+    refused = synch.cli("status")
+    assert refused.returncode == 1
+    assert refused.stderr == "synch answered: Token error. Bye bye!\n"
 
 
 def test_metrics_pass_promtool(synch: SynchProcess) -> None:

@@ -1,0 +1,142 @@
+"""`synch status` in sentences, for a person at the branch: GetDetails → a few lines.
+
+Pure: the daemon's GetDetails reply (a dict) in, text out. Every value may be missing or null
+(an older daemon, a daemon that has not probed or synced yet): nothing here prints `None`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+STAMP = "%Y%m%d%H%M%S"  # the status socket's timestamps (synch.timestamps)
+
+
+def describe(details: dict[str, object]) -> list[str]:
+    """The lines `synch status` prints: the state of things, then what needs attention."""
+    now = _when(details.get("Timestamp")) or datetime.now()
+    lines = [
+        _central(details, now),
+        _phones(details, now),
+        _last_sync(details, now),
+    ]
+    branch = details.get("BranchReachable")
+    if branch is True:
+        lines.append("The branch Asterisk answers AMI.")
+    attention = _attention(details)
+    if attention:
+        lines.append("")
+        lines.append("Needs attention:")
+        lines += [f"- {item}" for item in attention]
+    version, uptime = details.get("Version"), details.get("Uptime")
+    tail = f"synch {version}" if version else "synch"
+    if isinstance(uptime, int):
+        tail += f", running for {_duration(uptime)}"
+    lines += ["", tail + "."]
+    return lines
+
+
+def _central(details: dict[str, object], now: datetime) -> str:
+    monitor = details.get("Monitor")
+    since = _since(details.get("MonitorSince"), now)
+    last = details.get("LastProbe")
+    error = last.get("Error") if isinstance(last, dict) else None
+    if monitor == "Stable":
+        return f"The central PBX answers{since}."
+    if monitor == "Failed":
+        why = f" (last probe: {error})" if error else ""
+        return f"The central PBX does not answer{since}{why}."
+    if monitor == "Unstable":
+        why = f"; last probe: {error}" if error else ""
+        return f"The central PBX answers intermittently{since}{why}."
+    return "The central PBX has not been probed yet."
+
+
+def _phones(details: dict[str, object], now: datetime) -> str:
+    service, target, name = details.get("Service"), details.get("DnsTarget"), details.get("DnsName")
+    since = _since(details.get("ServiceSince"), now)
+    where = f" ({name} resolves to {target})" if name and target else ""
+    if service == "Failover":
+        text = f"Phones are sent to this branch{where}{since}."
+    elif service in ("Normal", "Init"):
+        text = f"Phones are sent to the central PBX{where}{since}."
+    else:
+        return "Where the phones are sent is not known yet."
+    if details.get("Forced"):
+        text += " An admin forced this."
+    return text
+
+
+def _last_sync(details: dict[str, object], now: datetime) -> str:
+    last = details.get("LastSync")
+    if not isinstance(last, dict) or not last.get("Result"):
+        return "No sync has run yet."
+    result = str(last["Result"])
+    when = _when(last.get("Timestamp"))
+    ago = f" {_duration((now - when).total_seconds())} ago" if when else ""
+    facts = []
+    change = last.get("Change")
+    if result == "applied" and change:
+        facts.append(str(change))
+    if isinstance(last.get("Accounts"), int):
+        facts.append(f"{last['Accounts']} accounts")
+    if last.get("Commit"):
+        facts.append(f"commit {str(last['Commit'])[:10]}")
+    text = f"Last sync{ago}: {result}"
+    if result in ("failed", "guarded") and last.get("Reason"):
+        text += f": {last['Reason']}"
+    return text + (f" ({', '.join(facts)})" if facts else "") + "."
+
+
+def _attention(details: dict[str, object]) -> list[str]:
+    items = []
+    last = details.get("LastSync")
+    result = last.get("Result") if isinstance(last, dict) else None
+    if result == "guarded":
+        items.append(
+            "the remove guard refused the last sync; if the change is intended, run "
+            "`synch sync --force` once"
+        )
+    elif result == "failed":
+        items.append("the last sync failed; the branch keeps its previous accounts")
+    paused = details.get("SyncPaused")
+    if paused:
+        items.append(f"automatic sync is paused ({paused}); `synch resume` continues it")
+    if details.get("Forced"):
+        items.append(
+            f"the service is forced to {details.get('Service') or 'a state'} by an admin; "
+            "`Auto` returns it to the probes"
+        )
+    if details.get("BranchReachable") is False:
+        items.append("the branch Asterisk does not answer AMI: failover would not help the phones")
+    return items
+
+
+def _when(stamp: object) -> datetime | None:
+    if not isinstance(stamp, str):
+        return None
+    try:
+        return datetime.strptime(stamp, STAMP)
+    except ValueError:
+        return None
+
+
+def _since(stamp: object, now: datetime) -> str:
+    when = _when(stamp)
+    if when is None:
+        return ""
+    return f" since {when:%Y-%m-%d %H:%M:%S} ({_duration((now - when).total_seconds())})"
+
+
+def _duration(seconds: float) -> str:
+    """`45 s`, `12 min`, `3 h 4 min`, `2 d 5 h`."""
+    total = max(0, round(seconds))
+    if total < 60:
+        return f"{total} s"
+    minutes, _ = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"

@@ -1,0 +1,89 @@
+"""`synch status` in sentences (synch/statustext.py): every state, and nothing printed as None."""
+
+from __future__ import annotations
+
+from synch.statustext import describe
+
+NOW = "20261129120000"
+
+
+def details(**changes: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "Version": "0.2.0",
+        "Timestamp": NOW,
+        "Uptime": 3 * 3600 + 4 * 60,
+        "Monitor": "Stable",
+        "MonitorSince": "20261129100000",
+        "Service": "Normal",
+        "ServiceSince": "20261129100005",
+        "Forced": False,
+        "DnsName": "sip.example.local",
+        "DnsTarget": "10.0.0.254",
+        "LastProbe": {"Result": "success", "Error": ""},
+        "BranchReachable": True,
+        "LastSync": {"Result": "applied", "Reason": "", "Commit": "3f2a1b9c0d4e5f60718293a4",
+                     "Change": "+1004 -1002", "Accounts": 57, "Timestamp": "20261129115800"},
+        "SyncPaused": None,
+    }  # fmt: skip
+    base.update(changes)
+    return base
+
+
+def test_a_healthy_branch() -> None:
+    text = "\n".join(describe(details()))
+    assert text == (
+        "The central PBX answers since 2026-11-29 10:00:00 (2 h).\n"
+        "Phones are sent to the central PBX (sip.example.local resolves to 10.0.0.254) since "
+        "2026-11-29 10:00:05 (1 h 59 min).\n"
+        "Last sync 2 min ago: applied (+1004 -1002, 57 accounts, commit 3f2a1b9c0d).\n"
+        "The branch Asterisk answers AMI.\n"
+        "\n"
+        "synch 0.2.0, running for 3 h 4 min."
+    )
+
+
+def test_an_outage_with_everything_to_attend_to() -> None:
+    lines = describe(details(
+        Monitor="Failed", Service="Failover", DnsTarget="192.168.1.10", Forced=True,
+        LastProbe={"Result": "error", "Error": "no answer within 4 s"}, BranchReachable=False,
+        SyncPaused="rolled back to 3f2a1b9c0d",
+        LastSync={"Result": "guarded", "Reason": "refusing to remove 40 of 57 synced accounts",
+                  "Timestamp": "20261129090000"},
+    ))  # fmt: skip
+    text = "\n".join(lines)
+    assert lines[0].startswith("The central PBX does not answer since")
+    assert "(last probe: no answer within 4 s)" in lines[0]
+    assert lines[1].startswith("Phones are sent to this branch (sip.example.local resolves to "
+                               "192.168.1.10)") and lines[1].endswith("An admin forced this.")
+    assert lines[2] == ("Last sync 3 h ago: guarded: refusing to remove 40 of 57 synced "
+                        "accounts.")
+    assert "The branch Asterisk answers AMI." not in text
+    attention = text.split("Needs attention:\n")[1].split("\n\n")[0].splitlines()
+    assert [item.split(";")[0] for item in attention] == [
+        "- the remove guard refused the last sync",
+        "- automatic sync is paused (rolled back to 3f2a1b9c0d)",
+        "- the service is forced to Failover by an admin",
+        "- the branch Asterisk does not answer AMI: failover would not help the phones",
+    ]
+
+
+def test_nothing_known_yet_prints_no_none() -> None:
+    for sparse in (
+        {},
+        {"Monitor": "Init", "Service": "Init", "LastSync": {}, "LastProbe": {},
+         "BranchReachable": None, "Version": None, "Uptime": None, "Timestamp": None,
+         "MonitorSince": None, "ServiceSince": None, "DnsName": None, "DnsTarget": None},
+    ):  # fmt: skip
+        text = "\n".join(describe(sparse))
+        assert "None" not in text and "null" not in text
+        assert "No sync has run yet." in text
+
+
+def test_durations_read_naturally() -> None:
+    for seconds_ago, words in ((30, "30 s"), (600, "10 min"), (3 * 86400 + 7200, "3 d 2 h")):
+        stamp = f"2026112912{0:02d}00"
+        from datetime import datetime, timedelta
+
+        when = datetime(2026, 11, 29, 12, 0, 0) - timedelta(seconds=seconds_ago)
+        got = describe(details(MonitorSince=when.strftime("%Y%m%d%H%M%S"), Timestamp=stamp))
+        assert f"({words})." in got[0], got[0]
