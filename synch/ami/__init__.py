@@ -26,7 +26,13 @@ This package's namespace holds the pure part only (message and actions), so that
 layer can speak of AMI without loading a transport; the client is `synch.ami.client`.
 """
 
-from synch.ami.actions import core_status, get_config, probe_once, reload_module
+from synch.ami.actions import (
+    core_status,
+    get_config,
+    pjsip_contacts,
+    probe_once,
+    reload_module,
+)
 from synch.ami.message import (
     AmiError,
     AmiLike,
@@ -45,6 +51,7 @@ __all__ = [
     "core_status",
     "get_config",
     "parse_reply",
+    "pjsip_contacts",
     "probe_once",
     "reload_module",
 ]

@@ -94,3 +94,9 @@ def reload_module(client: AmiLike, module: str, timeout: float | None = None) ->
                 reply=exc.reply,
             ) from None
         raise
+
+
+def pjsip_contacts(client: AmiLike, timeout: float | None = None) -> tuple[AmiReply, ...]:
+    """Every PJSIP contact the peer holds: PJSIPShowContacts' ContactList events (headers
+    ObjectName, Endpoint, Uri, ViaAddr, ViaPort, ExpirationTime, UserAgent, Status, ...)."""
+    return client.action("PJSIPShowContacts", timeout=timeout).events

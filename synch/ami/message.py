@@ -42,6 +42,9 @@ class AmiReply:
 
     headers: tuple[tuple[str, str], ...]
     body: str = ""  # lines that are not `Key: Value`, e.g. "No categories found"
+    # A list action's items (`EventList: start` ... `EventList: Complete`), e.g. the
+    # ContactList events of PJSIPShowContacts; the closing event is not among them.
+    events: tuple[AmiReply, ...] = ()
 
     def get(self, key: str, default: str | None = None) -> str | None:
         """The first value of `key` (case-insensitive)."""

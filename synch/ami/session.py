@@ -24,6 +24,8 @@ session that way, over a socketpair.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import queue
 import socket
 import ssl
 import threading
@@ -93,6 +95,9 @@ class _Session(pyst2.Manager):  # type: ignore[misc]
         self.cap_setting = cap_setting  # named in the error, so the operator knows what to raise
         self.failure = ""  # why the session ended itself (oversized reply, flood)
         self._unsolicited = 0
+        # The ActionID whose list events are awaited (see `_list_items`), and where they go.
+        self._listing: str | None = None
+        self._list_items: queue.Queue[AmiReply | None] = queue.Queue()
 
     def connect(
         self,
@@ -184,12 +189,23 @@ class _Session(pyst2.Manager):  # type: ignore[misc]
         `action_id`, is not an AMI response, or does not come because the session ended; the
         session must then be dropped. The caller bounds the wait."""
         action = fields["Action"]
+        self._listing = action_id  # a list action's events may follow its answer at once
         try:
-            message = self.send_action({**fields, "ActionID": action_id})
-        except (pyst2.ManagerException, OSError) as exc:
-            why = self.failure or f"connection lost: {_exc_text(exc)}"
-            raise AmiTransportError(f"{action}: {why}") from None
-        reply = message.reply if isinstance(message, _Reply) else parse_reply(message.response)
+            try:
+                message = self.send_action({**fields, "ActionID": action_id})
+            except (pyst2.ManagerException, OSError) as exc:
+                why = self.failure or f"connection lost: {_exc_text(exc)}"
+                raise AmiTransportError(f"{action}: {why}") from None
+            reply = message.reply if isinstance(message, _Reply) else parse_reply(message.response)
+            reply = self._checked(action, action_id, reply)
+            if (reply.get("EventList") or "").lower() == "start":
+                reply = dataclasses.replace(reply, events=self._read_list(action))
+            return reply
+        finally:
+            self._listing = None
+            self._list_items = queue.Queue()  # nothing of this request reaches the next one
+
+    def _checked(self, action: str, action_id: str, reply: AmiReply) -> AmiReply:
         if reply.get("ActionID") != action_id:
             raise AmiTransportError(
                 f"answer to {action} does not carry its ActionID (garbage or out of order): "
@@ -198,6 +214,26 @@ class _Session(pyst2.Manager):  # type: ignore[misc]
         if reply.response.lower() not in KNOWN_RESPONSES:
             raise AmiTransportError(f"garbage answer to {action}: Response {reply.response!r}")
         return reply
+
+    def _read_list(self, action: str) -> tuple[AmiReply, ...]:
+        """The events of the list `action` started, up to its `EventList: Complete`; as large
+        as a reply may be (`max_reply`). The caller bounds the wait."""
+        items: list[AmiReply] = []
+        size = 0
+        while True:
+            event = self._list_items.get()
+            if event is None:
+                why = self.failure or "connection lost"
+                raise AmiTransportError(f"{action}: {why} while reading its list")
+            if (event.get("EventList") or "").lower() == "complete":
+                return tuple(items)
+            items.append(event)
+            size += sum(len(k) + len(v) + 4 for k, v in event.headers)
+            if size > self.max_reply:
+                self._give_up(
+                    f"list larger than {_megabytes(self.max_reply)} ({self.cap_setting}): refused"
+                )
+                raise AmiTransportError(f"{action}: {self.failure}")
 
     def _give_up(self, why: str) -> None:
         """End the session from inside (the reader or the dispatcher): `failure` says why."""
@@ -216,11 +252,12 @@ class _Session(pyst2.Manager):  # type: ignore[misc]
                     self._event_queue.put(None)
                     for _ in self._reswaiting:
                         self._response_queue.put(None)
+                    self._list_items.put(None)  # a list being read ends here too
                     break
                 if not isinstance(data, _Reply):
                     message = pyst2.ManagerMsg(data)
                     if not message.has_header("Response"):
-                        self._unasked("events")  # we log in with Events: off and use none
+                        self._event(parse_reply(message.response))
                         continue
                     data = message
                 if len(self._reswaiting) <= self._response_queue.qsize():
@@ -228,6 +265,14 @@ class _Session(pyst2.Manager):  # type: ignore[misc]
                 self._response_queue.put(data)
         finally:
             reader.join()
+
+    def _event(self, event: AmiReply) -> None:
+        """An event: an item of the list being read, or one nobody asked for (we log in with
+        `Events: off`: Asterisk sends only the events of list actions)."""
+        if self._listing is not None and event.get("ActionID") == self._listing:
+            self._list_items.put(event)
+        else:
+            self._unasked("events")
 
     def _unasked(self, what: str) -> None:
         self._unsolicited += 1
@@ -247,6 +292,7 @@ class _Session(pyst2.Manager):  # type: ignore[misc]
         self._message_queue.put(None)
         self._event_queue.put(None)
         self._response_queue.put(None)
+        self._list_items.put(None)
 
 
 def _megabytes(size: int) -> str:

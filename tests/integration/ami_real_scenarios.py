@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from synch.ami import core_status, get_config, probe_once, reload_module
+from synch.ami import core_status, get_config, pjsip_contacts, probe_once, reload_module
 from synch.ami.client import AmiClient
 from tests.unit.ami_client_scenarios import Out, attempt, step
 
@@ -75,3 +75,10 @@ def ping_across_a_freeze(host: str, port: int, args: Any) -> Out:
     step(attempt(c.ping))
     step(attempt(c.ping))
     return {"thawed": attempt(c.ping)}
+
+
+def contacts(host: str, port: int, args: Any) -> Out:
+    c = central(host, port, args)
+    out: Out = {"contacts": attempt(lambda: [dict(e.headers) for e in pjsip_contacts(c)])}
+    out["after"] = attempt(c.ping)  # the list's events left nothing behind in the session
+    return out

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from lab.asterisk import AsteriskInstance, running_instance
+from lab.sipp import register
 from tests.helpers.record_ami import CONFIGS, PING_ONLY_USER, record_all
 from tests.integration import ami_real_scenarios as scenarios
 from tests.unit.ami_transcripts import Transcript, format_request, load
@@ -156,6 +157,26 @@ def test_core_status_and_reload(central: AsteriskInstance) -> None:
     assert out["chan_sip"]["type"] == "AmiResponseError"
     assert out["chan_sip"]["message"] == "No such module"
     assert "chan_sip does not exist" in out["chan_sip"]["error"]
+
+
+def test_pjsip_contacts_lists_the_registered_phones(asterisk_factory: Factory) -> None:
+    accounts = "".join(
+        f"[{ext}]\ntype=endpoint\naors={ext}\nauth={ext}-auth\ncontext=default\n"
+        f"[{ext}]\ntype=aor\nmax_contacts=1\n"
+        f"[{ext}-auth]\ntype=auth\nauth_type=userpass\nusername={ext}\npassword=pw{ext}\n"
+        for ext in (1001, 1002, 1003)
+    )
+    inst = asterisk_factory("ami-contacts", configs={"pjsip_lab.conf": accounts})
+    for ext in (1001, 1002):
+        assert register(inst.sip_host, inst.sip_port, str(ext), f"pw{ext}", expires=300).ok
+    out = run(inst, scenarios.contacts)
+    assert out["contacts"]["ok"], out["contacts"]
+    found = {c["Endpoint"]: c for c in out["contacts"]["value"]}
+    assert sorted(found) == ["1001", "1002"]  # 1003 never registered
+    for ext, contact in found.items():
+        assert contact["Uri"].startswith(f"sip:{ext}@127.0.0.1:")
+        assert int(contact["ExpirationTime"]) > 0
+    assert out["after"]["ok"]
 
 
 def test_killed_central_is_a_transport_error_and_the_client_reconnects(

@@ -164,9 +164,9 @@ def replay(
     if greet:
         conn.send(transcript.greeting)
     while (action := conn.read_action()) is not None:
-        exchange = transcript.find(tuple(action.headers))
         if on_action is not None and on_action(conn, action):
-            continue
+            continue  # handled, whether or not the transcript has it
+        exchange = transcript.find(tuple(action.headers))
         conn.send(exchange.answer_for(action.action_id))
         if exchange.closed:
             conn.close()

@@ -342,3 +342,79 @@ def test_a_large_reply_arrives_whole() -> None:
         reply = request(session, "GetConfig", "synch-2", Filename="test.conf")
     assert len(reply.headers) == 2 + categories * 4
     assert reply.headers[-1] == ("Line-002999-000002", "allow=alaw")
+
+
+# -- list actions (PJSIPShowContacts and the like) --------------------------------------------
+
+
+def contact_list(action_id: str, uris: list[str], *, complete: bool = True) -> str:
+    """What Asterisk 22 answers to PJSIPShowContacts (captured from the lab, trimmed)."""
+    out = (
+        f"Response: Success\r\nActionID: {action_id}\r\nEventList: start\r\n"
+        "Message: A listing of Contacts follows, presented as ContactList events\r\n\r\n"
+    )
+    for uri in uris:
+        aor = uri.split(":")[1].split("@")[0]
+        out += (
+            f"Event: ContactList\r\nActionID: {action_id}\r\nObjectType: contact\r\n"
+            f"ObjectName: {aor};@0d52bdfd\r\nViaAddr: 127.0.0.1\r\nEndpoint: {aor}\r\n"
+            f"Uri: {uri}\r\nUserAgent: synch-lab-sipp\r\nExpirationTime: 1796002110\r\n"
+            "Status: NonQualified\r\n\r\n"
+        )
+    if complete:
+        out += (
+            f"Event: ContactListComplete\r\nActionID: {action_id}\r\nEventList: Complete\r\n"
+            f"ListItems: {len(uris)}\r\n\r\n"
+        )
+    return out
+
+
+def answering_list(send: Callable[[FakeConnection, FakeAction], None]) -> Handler:
+    def on_action(conn: FakeConnection, action: FakeAction) -> bool:
+        if action.name != "PJSIPShowContacts":
+            return False
+        send(conn, action)
+        return True
+
+    return replaying("login-ping", on_action)
+
+
+def test_a_list_action_returns_its_events_with_the_answer() -> None:
+    uris = ["sip:1001@127.0.0.1:5061", "sip:1002@127.0.0.1:5062"]
+
+    def send(conn: FakeConnection, action: FakeAction) -> None:
+        text = contact_list(action.action_id, uris)
+        head, _, rest = text.partition("Event: ContactList")
+        # An event nobody asked for in between is not an item (and counts as unsolicited).
+        conn.send(head + "Event: FullyBooted\r\nStatus: x\r\n\r\nEvent: ContactList" + rest)
+
+    with session_with(answering_list(send)) as (session, _, _):
+        login(session)
+        reply = request(session, "PJSIPShowContacts", "synch-2")
+        assert reply.ok and reply.get("EventList") == "start"
+        assert [event.get("Uri") for event in reply.events] == uris
+        assert all(event.get("Event") == "ContactList" for event in reply.events)
+        # The session goes on: the next request gets its own answer.
+        assert request(session, "Ping", "synch-3").get("Ping") == "Pong"
+
+
+def test_a_list_over_the_cap_or_cut_short_is_an_error() -> None:
+    many = [f"sip:{1000 + n}@127.0.0.1:{6000 + n}" for n in range(200)]
+
+    def send_many(conn: FakeConnection, action: FakeAction) -> None:
+        conn.send(contact_list(action.action_id, many))
+
+    with session_with(answering_list(send_many), max_reply=4096) as (session, _, _):
+        login(session)
+        with pytest.raises(AmiTransportError, match=r"PJSIPShowContacts: list larger than"):
+            request(session, "PJSIPShowContacts", "synch-2")
+        assert not session.connected()
+
+    def send_and_close(conn: FakeConnection, action: FakeAction) -> None:
+        conn.send(contact_list(action.action_id, many[:3], complete=False))
+        conn.close()
+
+    with session_with(answering_list(send_and_close)) as (session, _, _):
+        login(session)
+        with pytest.raises(AmiTransportError, match="while reading its list"):
+            request(session, "PJSIPShowContacts", "synch-2")
