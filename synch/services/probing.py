@@ -28,8 +28,7 @@ from synch.probe import CAUSE_TEXT, Cause, Check, ProbeMonitor, ProbeResult, Pro
 from synch.sip.client import options_probe
 from synch.sip.message import is_sip_user
 from synch.states import Monitor, Service, ServiceControl
-from synch.sync.conftext import parse_conf_text
-from synch.sync.plan import accounts
+from synch.sync.plan import first_account
 from synch.timestamps import local_stamp
 from synch.uplink import uplink_check
 
@@ -145,9 +144,8 @@ class ProbeService:
             user = DEFAULT_SIP_USER
             if mtime is not None:
                 try:
-                    text = self._synced_file.read_text(encoding="utf-8")
-                    names = accounts(parse_conf_text(text), self._mode)
-                    user = next((n for n in names if is_sip_user(n)), DEFAULT_SIP_USER)
+                    name = first_account(self._synced_file.read_text("utf-8"), self._mode)
+                    user = name if name is not None and is_sip_user(name) else DEFAULT_SIP_USER
                 except (OSError, ValueError) as exc:
                     log.debug("SIP probe: no account from %s: %s", self._synced_file, exc)
             if user != self._auto_user[1]:

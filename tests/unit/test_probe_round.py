@@ -9,6 +9,8 @@ import pytest
 
 from synch.probe import Cause, Check, ProbeMonitor, ProbeResult, ProbeRound
 from synch.states import Monitor
+from synch.sync.conftext import parse_conf_text
+from synch.sync.plan import accounts, first_account
 
 S, F, E = ProbeResult.SUCCESS, ProbeResult.FAILURE, ProbeResult.ERROR
 
@@ -111,3 +113,15 @@ def test_sip_down_with_ami_up_fails_over_like_a_dead_central() -> None:
     monitor = ProbeMonitor(5, 5, 1)
     states = [monitor.record(round_of(S, {"udp": F}).verdict)[1] for _ in range(5)]
     assert states[-2:] == [Monitor.UNSTABLE, Monitor.FAILED]
+
+
+@pytest.mark.parametrize("mode", ["sip", "pjsip"])
+def test_first_account_of_a_synced_file_is_the_first_of_accounts(mode: str) -> None:
+    """The SIP probe's From user: the first account, as the full parse would find it."""
+    text = (
+        "; synced by synch\n\n[tmpl](!)\ntype=endpoint\n\n[1001-auth]\ntype=auth\n"
+        "username=1001\n\n[1001]\ntype = endpoint\naors=1001\n\n[1002]\ntype=endpoint\n"
+    )
+    expected = accounts(parse_conf_text(text), mode)[0]
+    assert first_account(text, mode) == expected == ("1001-auth" if mode == "sip" else "1001")
+    assert first_account("; nothing synced yet\n", mode) is None
