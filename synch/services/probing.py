@@ -66,8 +66,9 @@ class ProbeService:
         self.last_loop = time.monotonic()  # when the loop last started a probe (watchdog)
         # Called after each change of the monitor's state (the controller: sync, systemd).
         self.monitor_listeners: list[Callable[[Monitor, Monitor], None]] = []
-        # Called when the central's AMI answers after not answering: its first answer, or
-        # the end of an AMI outage (the sync, which needs AMI, can run again).
+        # Called when the central's AMI answers for the first time, and when it answers again
+        # after an outage of its own while the central stayed Stable (AMI alone was down): the
+        # sync, which needs AMI, may run at once. After a failover, entering Stable syncs.
         self.ami_answers: list[Callable[[], None]] = []
         metrics.watch_central(self._view, tuple(self.sip_ports), uplink=bool(self.uplink_targets))
 
@@ -166,7 +167,8 @@ class ProbeService:
             self.sip_counts[transport][check.result] += 1
         if probe.uplink is not None:
             m.uplink_checks.labels(result=probe.uplink.result).inc()
-        ami_back = probe.ami.ok and (self.last is None or not self.last.ami.ok)
+        first_answer = probe.ami.ok and self.ami_counts[ProbeResult.SUCCESS] == 1
+        ami_back = probe.ami.ok and self.last is not None and not self.last.ami.ok
         self.last = probe
         self.last_probe = {
             "Result": verdict.value,
@@ -196,7 +198,7 @@ class ProbeService:
             self.control.on_monitor_change(old, new)
             for listener in self.monitor_listeners:
                 listener(old, new)
-        if ami_back:
+        if first_answer or (ami_back and new is Monitor.STABLE):
             for callback in self.ami_answers:
                 callback()
 
