@@ -65,8 +65,17 @@ RATE = "$__rate_interval"
 MONITOR = (("Init", "text"), ("Unstable", "yellow"), ("Failed", "red"), ("Stable", "green"))
 SYNC = (("Init", "text"), ("Unsynced", "red"), ("Synced", "green"))
 SERVICE = (("Init", "text"), ("Normal", "green"), ("Failover", "orange"))
+# What is down (synch_outage_cause), in the order of synch.probe.Cause.
+CAUSE = (
+    ("none", "green"),
+    ("ami", "yellow"),
+    ("central", "red"),
+    ("uplink", "purple"),
+    ("unknown", "orange"),
+)
 # 0/1 gauges shown as words.
 BRANCH_AMI = (("Down", "red"), ("Up", "green"))
+UP = (("Down", "red"), ("Up", "green"))
 FORCED = (("Auto", "green"), ("Forced", "orange"))
 PAUSED = (("Running", "green"), ("Paused", "orange"))
 
@@ -81,10 +90,10 @@ class Target:
     instant: bool = False
 
 
-def state_code(metric: str, states: Sequence[tuple[str, str]]) -> str:
+def state_code(metric: str, states: Sequence[tuple[str, str]], label: str = "state") -> str:
     """0 for the first state, i for the i-th: sum of i * (gauge of state i)."""
     terms = [
-        f'{i} * max by (instance) ({metric}{{{SEL}, state="{name}"}})'
+        f'{i} * max by (instance) ({metric}{{{SEL}, {label}="{name}"}})'
         for i, (name, _) in enumerate(states)
         if i > 0
     ]
@@ -182,7 +191,12 @@ def single(
 
 
 def timeline(
-    title: str, description: str, metric: str, states: Sequence[tuple[str, str]], w: int = 12
+    title: str,
+    description: str,
+    metric: str,
+    states: Sequence[tuple[str, str]],
+    w: int = 12,
+    label: str = "state",
 ) -> statetimeline.Panel:
     panel = (
         statetimeline.Panel()
@@ -194,7 +208,7 @@ def timeline(
         .show_value(VisibilityMode.NEVER)
         .mappings([state_mappings(states)])
     )
-    return _with_targets(panel, [Target(state_code(metric, states), "{{instance}}")])
+    return _with_targets(panel, [Target(state_code(metric, states, label), "{{instance}}")])
 
 
 def service_row(d: Dashboard) -> Dashboard:
@@ -294,9 +308,97 @@ def service_row(d: Dashboard) -> Dashboard:
 def probe_row(d: Dashboard) -> Dashboard:
     d = d.with_row(Row("Probes of the central PBX"))
     d = d.with_panel(
+        single(
+            "What is down",
+            "As the last probe round shows it. none; ami: only the central's AMI (phones stay, "
+            "sync paused); central: the central, while our uplink answers; uplink: ours; "
+            "unknown: the central or our uplink (no probemonitor.uplinkcheck).",
+            [Target(state_code("synch_outage_cause", CAUSE, "cause"), "{{instance}}")],
+            mappings=state_mappings(CAUSE),
+            w=6,
+        )
+    )
+    d = d.with_panel(
+        single(
+            "Central SIP",
+            "Did the central's SIP service (where the phones go) answer the last OPTIONS probe "
+            "on every transport probed? Empty: SIP not probed.",
+            [Target(f"min by (instance) (synch_central_sip_up{{{SEL}}})", "{{instance}}")],
+            mappings=state_mappings(UP),
+            w=4,
+        ).no_value("not probed")
+    )
+    d = d.with_panel(
+        single(
+            "Central AMI",
+            "Did the central answer the last AMI probe (Ping)? Sync needs it; phones do not.",
+            [Target(flag("synch_central_ami_up"), "{{instance}}")],
+            mappings=state_mappings(UP),
+            w=4,
+        )
+    )
+    d = d.with_panel(
+        single(
+            "Our uplink",
+            "Did a target of probemonitor.uplinkcheck (beyond the branch's WAN link) answer the "
+            "last uplink check? Empty: no uplink check configured.",
+            [Target(flag("synch_uplink_up"), "{{instance}}")],
+            mappings=state_mappings(UP),
+            w=4,
+        ).no_value("not checked")
+    )
+    d = d.with_panel(
+        single(
+            "Uplink failures",
+            "Uplink checks that got no answer in the dashboard's time range: seen here once the "
+            "branch can be scraped again, after an outage of its uplink.",
+            [
+                Target(
+                    f"round(sum by (instance) (increase(synch_uplink_checks_total{{{SEL}, "
+                    f'result="error"}}[$__range])))',
+                    "{{instance}}",
+                    instant=True,
+                )
+            ],
+            thresholds=((None, "green"), (1, "orange")),
+            w=6,
+        ).no_value("not checked")
+    )
+    d = d.with_panel(
+        timeline(
+            "What is down over time",
+            "none, ami (AMI only), central, uplink (ours), unknown (central or uplink).",
+            "synch_outage_cause",
+            CAUSE,
+            w=24,
+            label="cause",
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "SIP and AMI probes",
+            "SIP OPTIONS probes per second by transport and result (failure: 503), and AMI "
+            "probes by result.",
+            [
+                Target(
+                    f"sum by (instance, transport, result) "
+                    f"(rate(synch_sip_probes_total{{{SEL}}}[{RATE}]))",
+                    "{{instance}} SIP {{transport}} {{result}}",
+                ),
+                Target(
+                    f"sum by (instance, result) (rate(synch_ami_probes_total{{{SEL}}}[{RATE}]))",
+                    "{{instance}} AMI {{result}}",
+                ),
+            ],
+            "reqps",
+            w=12,
+        )
+    )
+    d = d.with_panel(
         ts(
             "Probe results",
-            "AMI probes (login, Ping) per second, by result.",
+            "Probe rounds per second, by the result the failover arithmetic counted: SIP's when "
+            "SIP is probed (AMI alone failing moves no phone), else AMI's.",
             [
                 Target(
                     f"sum by (instance, result) (rate(synch_probes_total{{{SEL}}}[{RATE}]))",
@@ -304,14 +406,17 @@ def probe_row(d: Dashboard) -> Dashboard:
                 )
             ],
             "reqps",
+            w=12,
         )
     )
     d = d.with_panel(
         ts(
             "Probe duration",
-            "Time a probe took (connect, login, Ping); errors last until the timeout.",
+            "Time a probe round took (AMI connect, login, Ping; SIP OPTIONS; uplink check, at "
+            "once); errors last until the timeout.",
             quantiles("synch_probe_duration_seconds"),
             "s",
+            w=12,
         )
     )
     d = d.with_panel(
@@ -321,6 +426,7 @@ def probe_row(d: Dashboard) -> Dashboard:
             "trip); it keeps its last value while the probes fail.",
             [Target(f"synch_central_ami_roundtrip_seconds{{{SEL}}}", "{{instance}}")],
             "s",
+            w=12,
         )
     )
     return d
@@ -473,7 +579,10 @@ def build() -> Dashboard:
     d = (
         Dashboard("synch — branch site")
         .uid(UID)
-        .description("synch on a branch Asterisk host: failover state, probes, sync, DNS.")
+        .description(
+            "synch on a branch Asterisk host: failover state, probes of the central (SIP, AMI) "
+            "and of the uplink, sync, DNS."
+        )
         .tags(["synch", "asterisk", "branch"])
         .editable()
         .tooltip(DashboardCursorSync.CROSSHAIR)

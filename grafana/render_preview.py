@@ -4,8 +4,9 @@ real Prometheus query_range answers.
     .venv/bin/python grafana/render_preview.py [--out grafana/preview.png] [--hours 6]
 
 Six hours of one simulated branch ("lyon") are produced with synch.metrics.Metrics(): a
-maintenance window with the service forced to Failover, a central outage (failover and fallback),
-the branch Asterisk down for a while, a flaky spell, a sync refused by the remove guard, then a
+maintenance window with the service forced to Failover, the branch's own uplink down, a central
+outage (failover and fallback), the branch Asterisk down for a while, the central's AMI alone down
+(no failover, sync paused), a flaky spell, a sync refused by the remove guard, then a
 rollback pausing automatic sync, and a SERVFAIL burst. The samples are backfilled into a fresh
 TSDB with `promtool tsdb create-blocks-from openmetrics`, Debian's prometheus serves them, and
 every panel's queries (tests/observability/queries.py, variables substituted as Grafana would) are
@@ -42,7 +43,8 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.dates import DateFormatter, date2num  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from synch.metrics import Metrics  # noqa: E402
+from synch.metrics import CentralView, Metrics  # noqa: E402
+from synch.probe import Cause  # noqa: E402
 from synch.states import Monitor, Service, SyncState  # noqa: E402
 from tests.observability import queries  # noqa: E402
 from tests.observability.promserver import running_prometheus  # noqa: E402
@@ -85,24 +87,46 @@ class Branch:
     accounts: int = 40
     next_sync: float = 0.0
     events: list[str] = field(default_factory=list)
+    sip_up: bool = False
+    ami_up: bool = False
+    uplink_up: bool = True
+    cause: Cause = Cause.NONE
 
     def probe(self, central: str) -> None:
+        """One round: SIP (udp) and AMI of the central, and the uplink check. `central` is up,
+        flaky, down (the central), uplink (our uplink down) or ami (only its AMI down)."""
         m = self.metrics
-        if central == "up" or (central == "flaky" and self.rng.random() < 0.75):
+        self.uplink_up = central != "uplink"
+        self.ami_up = central in ("up", "flaky")
+        if central in ("up", "ami") or (central == "flaky" and self.rng.random() < 0.75):
             self.ok += 1
+            self.sip_up = True
             seconds = self.rng.lognormvariate(math.log(0.02), 0.3)
             m.probes.labels(result="success").inc()
-            m.probe_duration.observe(seconds)
-            m.central_roundtrip.set(seconds)
+            m.sip_probes.labels(transport="udp", result="success").inc()
+            m.probe_duration.observe(seconds if central != "ami" else 4.0)
+            if central != "ami":
+                m.central_roundtrip.set(seconds)
         elif central == "flaky":
-            self.ok, self.points = 0, self.points + 1
+            self.ok, self.points, self.sip_up = 0, self.points + 1, False
             m.probes.labels(result="failure").inc()
+            m.sip_probes.labels(transport="udp", result="failure").inc()
             m.probe_duration.observe(self.rng.uniform(0.05, 0.4))
         else:
-            self.ok, self.points = 0, self.points + 2
+            self.ok, self.points, self.sip_up = 0, self.points + 2, False
             m.probes.labels(result="error").inc()
+            m.sip_probes.labels(transport="udp", result="error").inc()
             m.probe_duration.observe(4.0)
+        m.ami_probes.labels(result="success" if self.ami_up else "error").inc()
+        m.uplink_checks.labels(result="success" if self.uplink_up else "error").inc()
+        if self.sip_up:
+            self.cause = Cause.NONE if self.ami_up else Cause.AMI
+        else:
+            self.cause = Cause.CENTRAL if self.uplink_up else Cause.UPLINK
         self._judge()
+
+    def view(self) -> CentralView:
+        return CentralView(self.ami_up, {"udp": self.sip_up}, self.uplink_up, self.cause)
 
     def _judge(self) -> None:
         old = self.monitor
@@ -141,7 +165,8 @@ class Branch:
 
     def maybe_sync(self, now: float, central_accounts: int) -> None:
         self.metrics.sync_paused.set(1 if self.paused else 0)
-        if self.monitor is Monitor.FAILED or self.paused or now < self.next_sync:
+        blocked = self.monitor is Monitor.FAILED or not self.ami_up  # no sync without AMI
+        if blocked or self.paused or now < self.next_sync:
             return
         self.next_sync = now + SYNC_INTERVAL
         m = self.metrics
@@ -163,7 +188,7 @@ class Branch:
         m = self.metrics
         for answer, rate in (("local", 2.0), ("forwarded", 0.6), ("nxdomain", 0.05)):
             m.dns_queries.labels(answer=answer).inc(self.rng.poisson(rate * seconds))
-        servfail_rate = 0.4 if central == "down" else 0.002
+        servfail_rate = 0.4 if central in ("down", "uplink") else 0.002
         for _ in range(self.rng.poisson(0.6 * seconds)):
             m.dns_forward_duration.observe(self.rng.lognormvariate(math.log(0.025), 0.4))
         for _ in range(self.rng.poisson(servfail_rate * seconds)):
@@ -175,7 +200,7 @@ class Branch:
 class Moment:
     """What the world looks like at one point of the scenario."""
 
-    central: str  # up, down, flaky
+    central: str  # up, down, flaky, uplink (ours down), ami (only the central's AMI down)
     accounts: int  # the site's accounts on the central
     branch_asterisk_up: bool
     forced: Service | None
@@ -186,8 +211,12 @@ def scenario(offset: float, hours: float) -> Moment:
     """The world at `offset` seconds into the simulation."""
     h = offset / 3600 * 6 / hours  # the scenario is written for 6 hours
     central = "up"
-    if 2.0 <= h < 2.4:
+    if 1.7 <= h < 1.9:
+        central = "uplink"  # the branch's own line is down
+    elif 2.0 <= h < 2.4:
         central = "down"
+    elif 3.5 <= h < 3.7:
+        central = "ami"  # the central's AMI is firewalled; SIP answers: phones stay
     elif 4.1 <= h < 4.35:
         central = "flaky"
     accounts = 40 if h < 1.0 else 42
@@ -208,6 +237,7 @@ def simulate(start: float, hours: float) -> Iterator[tuple[float, Metrics]]:
     rng = Rng(1)
     branch = Branch(metrics, rng)
     metrics.watch_states(lambda: (branch.monitor, branch.sync, branch.service))
+    metrics.watch_central(branch.view, ("udp",), uplink=True)
     metrics.sync_interval.set(SYNC_INTERVAL)
     now, end = start, start + hours * 3600
     while now <= end:

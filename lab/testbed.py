@@ -191,6 +191,8 @@ def synch_config(
             "aliveThreshold": timers.alive_threshold,
             "errorPenaltyPoints": timers.error_penalty,
             "interval": timers.interval,
+            # The central's SIP service where the phones go (targetnormal), as by default.
+            "siptransports": ["udp"],
         },
         amiremote={"timeout": timers.timeout},
         amilocal={"hostname": "127.0.0.1"},

@@ -62,7 +62,8 @@ class Daemon:
         probe_client, sync_client, branch_client = self._clients
         self.probes = ProbeService(settings, probe_client, self.metrics)
         job = make_sync_job(settings, sync_client, branch_client)
-        self.sync = SyncService(settings, job, self.metrics, lambda: self.probes.monitor.state)
+        self.sync = SyncService(settings, job, self.metrics, lambda: self.probes.monitor.state,
+                                self.probes.ami_problem)  # fmt: skip
         self.branch = BranchCheck(branch_client, self.metrics)
         self.dns_state = DnsState(settings.dnsservice, self.probes.service)
         # Every listener's pool fits in the descriptor limit, with room for everything else.
@@ -85,8 +86,9 @@ class Daemon:
         """Who hears of what: one path for each change."""
         self.probes.control.listeners += [self._service_changed]
         self.probes.monitor_listeners += [self.sync.on_monitor_change, self._report]
-        # The first sync runs as soon as the central answers, not one interval later.
-        self.probes.first_answer.append(self.sync.wake)
+        # The first sync runs as soon as the central's AMI answers, not one interval later;
+        # so does the first after an AMI outage.
+        self.probes.ami_answers.append(self.sync.wake)
         self.metrics.watch_states(
             lambda: (self.probes.monitor.state, self.sync.state, self.probes.service)
         )
@@ -143,7 +145,7 @@ class Daemon:
         log.info(
             "synch %s started: service %s, %s -> %s, central %s",
             __version__, self.probes.service.value, ds.fqdn, self.dns_state.view.target,
-            self.probes.where,
+            self.probes.describe(),
         )  # fmt: skip
         self._notifier.ready(self.board.line())
 

@@ -6,7 +6,8 @@ state is always present (pre-initialised) and never stale.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -14,7 +15,7 @@ from prometheus_client.registry import Collector
 
 from synch import __version__
 from synch.dns.resolver import Answer
-from synch.probe import ProbeResult
+from synch.probe import Cause, ProbeResult
 from synch.states import Monitor, Service, SyncState
 from synch.sync.outcome import CYCLE_RESULTS
 
@@ -30,6 +31,61 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 _SYNC_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 StateReader = Callable[[], tuple[Monitor, SyncState, Service]]
+UPLINK_RESULTS = (ProbeResult.SUCCESS, ProbeResult.ERROR)  # the uplink answers, or it does not
+
+
+@dataclass(frozen=True)
+class CentralView:
+    """What the last probe round showed, as the central's gauges export it."""
+
+    ami_up: bool
+    sip_up: Mapping[str, bool]  # per SIP transport probed (none: SIP probing off)
+    uplink_up: bool | None  # None: no uplink check configured
+    cause: Cause
+
+
+CentralReader = Callable[[], CentralView]
+
+
+class _CentralCollector(Collector):
+    """The central's reachability gauges, read live; a transport not probed and an uplink not
+    checked have no series at all (rather than a 0 that would read as "down")."""
+
+    def __init__(self, read: CentralReader):
+        self._read = read
+
+    def collect(self) -> Iterable[Metric]:
+        view = self._read()
+        ami = GaugeMetricFamily(
+            "synch_central_ami_up",
+            "1 when the central answered the last AMI probe (Ping); sync needs it.",
+        )
+        ami.add_metric([], 1.0 if view.ami_up else 0.0)
+        yield ami
+        sip = GaugeMetricFamily(
+            "synch_central_sip_up",
+            "1 when the central's SIP service answered the last OPTIONS probe, per transport.",
+            labels=["transport"],
+        )
+        for transport, up in view.sip_up.items():
+            sip.add_metric([transport], 1.0 if up else 0.0)
+        yield sip
+        if view.uplink_up is not None:
+            uplink = GaugeMetricFamily(
+                "synch_uplink_up",
+                "1 when a target of probemonitor.uplinkcheck answered the last uplink check.",
+            )
+            uplink.add_metric([], 1.0 if view.uplink_up else 0.0)
+            yield uplink
+        cause = GaugeMetricFamily(
+            "synch_outage_cause",
+            "What the last probe round shows down: none, ami (AMI only: phones stay, sync "
+            "paused), central, uplink (ours), unknown (central or uplink: no uplink check).",
+            labels=["cause"],
+        )
+        for member in Cause:
+            cause.add_metric([member.value], 1.0 if member is view.cause else 0.0)
+        yield cause
 
 
 class _StateCollector(Collector):
@@ -70,12 +126,34 @@ class Metrics:
         )
         self.build_info.labels(version=__version__).set(1)
         self.probes = Counter(
-            "synch_probes", "Probes of the central PBX by result.", ["result"], registry=r
+            "synch_probes",
+            "Probe rounds of the central by the result the failover arithmetic counted (the SIP "
+            "probe's when it runs, else the AMI probe's).",
+            ["result"],
+            registry=r,
         )
         self.probe_duration = Histogram(
             "synch_probe_duration_seconds",
-            "Time a probe (connect, login, Ping) took.",
+            "Time a probe round (AMI login and Ping, SIP OPTIONS, uplink check, at once) took.",
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ami_probes = Counter(
+            "synch_ami_probes",
+            "AMI probes (login, Ping) of the central by result.",
+            ["result"],
+            registry=r,
+        )
+        self.sip_probes = Counter(
+            "synch_sip_probes",
+            "SIP OPTIONS probes of the central by transport and result (failure: 503).",
+            ["transport", "result"],
+            registry=r,
+        )
+        self.uplink_checks = Counter(
+            "synch_uplink_checks",
+            "Uplink checks (TCP connects to probemonitor.uplinkcheck) by result.",
+            ["result"],
             registry=r,
         )
         self.failovers = Counter(
@@ -150,10 +228,24 @@ class Metrics:
                 self.connections_rejected.labels(listener=listener, reason=reason)
         for probe in ProbeResult:
             self.probes.labels(result=probe)
+            self.ami_probes.labels(result=probe)
         for result in CYCLE_RESULTS:
             self.sync_runs.labels(result=result)
         for answer in DNS_ANSWERS:
             self.dns_queries.labels(answer=answer)
+
+    def watch_central(
+        self, read: CentralReader, sip_transports: Sequence[str], uplink: bool
+    ) -> None:
+        """Export the central's reachability gauges from `read()` at every scrape, and
+        pre-initialise the SIP and uplink counters of what is probed."""
+        for transport in sip_transports:
+            for probe in ProbeResult:
+                self.sip_probes.labels(transport=transport, result=probe)
+        if uplink:
+            for result in UPLINK_RESULTS:
+                self.uplink_checks.labels(result=result)
+        self.registry.register(_CentralCollector(read))
 
     def watch_states(self, read: StateReader) -> None:
         """Export the three state gauges from `read()` at every scrape."""

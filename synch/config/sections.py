@@ -7,15 +7,20 @@ from __future__ import annotations
 import os
 import re
 
+from synch.config.addresses import parse_endpoint
 from synch.config.reader import _CONTROL, MAX_COUNT, _describe, _Section
 from synch.config.settings import (
+    DEFAULT_UPLINK_PORT,
     AmiSettings,
+    Endpoint,
     LogLevel,
     MetricsSettings,
     ProbeMonitorSettings,
     ServiceControlSettings,
     SyncManagerSettings,
 )
+from synch.jsonc import Node
+from synch.sip.message import TRANSPORTS, is_sip_user
 
 # --------------------------------------------------------------------------------------------
 # Vocabularies
@@ -38,7 +43,83 @@ def _probemonitor(sec: _Section) -> ProbeMonitorSettings:
         alivethreshold=sec.integer("alivethreshold", d.alivethreshold, 1, MAX_COUNT),
         errorpenaltypoints=sec.integer("errorpenaltypoints", d.errorpenaltypoints, 0, MAX_COUNT),
         interval=sec.seconds("interval", d.interval),
+        siptransports=_sip_transports(sec, d.siptransports),
+        sipport=sec.port("sipport", d.sipport),
+        siptlsport=sec.port("siptlsport", d.siptlsport),
+        sipuser=_sip_user(sec, d.sipuser),
+        uplinkcheck=_uplink_check(sec),
     )
+
+
+def _elements(sec: _Section, key: str) -> list[tuple[str, Node]] | None:
+    """A list's elements with their keys (`key[n]`); a lone value is a list of one."""
+    node = sec.get(key)
+    if node is None:
+        return None
+    if node.kind == "array":
+        return [(f"{key}[{n}]", element) for n, element in enumerate(node.elements)]
+    return [(key, node)]
+
+
+def _sip_transports(sec: _Section, default: tuple[str, ...]) -> tuple[str, ...]:
+    """`siptransports`: the transports the SIP probe uses, e.g. ["udp", "tcp"]; [] = none."""
+    elements = _elements(sec, "siptransports")
+    if elements is None:
+        return default
+    chosen: list[str] = []
+    for key, node in elements:
+        text = sec.text_of(key, node) if node.kind == "string" else None
+        if text is None:
+            if node.kind != "string":
+                sec.problem(key, f"must be one of {', '.join(TRANSPORTS)} in double quotes, "
+                            f"got {_describe(node)}", node)  # fmt: skip
+            continue
+        name = text.strip().lower()
+        if name not in TRANSPORTS:
+            sec.problem(key, f"must be one of {', '.join(TRANSPORTS)}, got {_describe(node)}",
+                        node)  # fmt: skip
+        elif name in chosen:
+            sec.problem(key, f"{name} is listed twice", node)
+        else:
+            chosen.append(name)
+    return tuple(chosen)
+
+
+def _sip_user(sec: _Section, default: str) -> str:
+    got = sec.given("sipuser")
+    if got is None or not got[0]:  # "" means "choose for me", like null
+        return default
+    value, node = got
+    if not is_sip_user(value):
+        sec.problem(
+            "sipuser",
+            "must be a SIP user name (letters, digits and - _ . ! ~ * ' ( ) & = + $ , ; ? /, "
+            f"at most 64), got {_describe(node)}",
+            node,
+        )
+        return default
+    return value
+
+
+def _uplink_check(sec: _Section) -> tuple[Endpoint, ...]:
+    """`uplinkcheck`: addresses beyond the WAN, each `ADDRESS` (port 53) or `ADDRESS:PORT`."""
+    elements = _elements(sec, "uplinkcheck")
+    targets: list[Endpoint] = []
+    for key, node in elements or []:
+        text = sec.text_of(key, node) if node.kind == "string" else None
+        endpoint = None if text is None else parse_endpoint(text, DEFAULT_UPLINK_PORT)
+        if endpoint is None:
+            if node.kind != "string" or text is not None:
+                sec.problem(
+                    key,
+                    "must be an IP address, ADDRESS:PORT or [IPv6]:PORT in double quotes "
+                    f"(a host beyond the WAN that answers TCP), got {_describe(node)}",
+                    node,
+                )
+            continue
+        if endpoint not in targets:
+            targets.append(endpoint)
+    return tuple(targets)
 
 
 def _ami(sec: _Section, *, remote: bool) -> AmiSettings:

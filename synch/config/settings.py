@@ -39,12 +39,22 @@ class LogLevel:
     default: str = "information"  # trace|debug|information|warning|error|critical
 
 
+DEFAULT_UPLINK_PORT = 53  # uplinkcheck targets without a port: a resolver's TCP port
+
+
 @dataclass(frozen=True)
 class ProbeMonitorSettings:
     failuretolerance: int = 5
     alivethreshold: int = 5
     errorpenaltypoints: int = 1
     interval: float = 5.0
+    # SIP OPTIONS to dnsservice.targetnormal, beside the AMI Ping; () = AMI only (the original)
+    siptransports: tuple[str, ...] = ("udp",)
+    sipport: int = 5060  # udp and tcp
+    siptlsport: int = 5061
+    sipuser: str = ""  # the probe's From user; "" = the first synced account, else "synch"
+    # TCP connects beyond the WAN that tell "our uplink is down" from "the central is down"
+    uplinkcheck: tuple[Endpoint, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The sync service: when to run a sync cycle (at start once the central answers, every
-`syncmanager.interval`, on entering Stable, on `Sync`), never two at once, never while the
-central is Failed; and what the last one ended with (the Sync state, metrics, the log)."""
+`syncmanager.interval`, on entering Stable, on `Sync`, when the central's AMI answers again),
+never two at once, never while the central is Failed or its AMI does not answer; and what the
+last one ended with (the Sync state, metrics, the log)."""
 
 from __future__ import annotations
 
@@ -30,12 +31,18 @@ def make_sync_job(settings: Settings, central: AmiClient, branch: AmiClient) -> 
 
 class SyncService:
     def __init__(
-        self, settings: Settings, job: SyncJob, metrics: Metrics, monitor: Callable[[], Monitor]
+        self,
+        settings: Settings,
+        job: SyncJob,
+        metrics: Metrics,
+        monitor: Callable[[], Monitor],
+        ami: Callable[[], str] = lambda: "",
     ):
         self.interval = settings.syncmanager.interval
         self.job = job
         self.metrics = metrics
         self._monitor = monitor  # the probe service's verdict on the central
+        self._ami = ami  # why the central's AMI cannot be used now ("" if it can)
         self.state = SyncState.INIT
         self.last: dict[str, object] = {}
         self._wakeup = gevent.event.Event()
@@ -71,6 +78,9 @@ class SyncService:
             return "central is Failed: no sync until it recovers"
         if monitor is Monitor.INIT:
             return "central has not answered a probe yet"
+        ami = self._ami()
+        if ami:
+            return ami
         paused = self.job.history.paused
         return f"automatic sync paused: {paused}" if paused else ""
 
@@ -135,5 +145,6 @@ class SyncService:
             "Sync": self.state.value,
             "LastSync": dict(self.last),
             "SyncPaused": self.job.history.paused,
+            "SyncBlocked": self.blocker(),
             "SyncedFile": str(self.job.path),
         }

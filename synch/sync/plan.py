@@ -65,6 +65,23 @@ def accounts(config: ConfigFile, mode: str) -> list[str]:
     return list(names)
 
 
+def first_account(text: str, mode: str) -> str | None:
+    """The first account name of a file synch rendered (see `accounts`), found without parsing
+    the whole file: the SIP probe asks for it after every change of a 10k-account file."""
+    _check_mode(mode)
+    current: str | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("["):
+            name, _, rest = line[1:].partition("]")
+            current = None if rest.startswith("(!)") else name.strip() or None
+            if current is not None and mode == "sip":
+                return current
+        elif current is not None and "".join(line.split()).lower() == "type=endpoint":
+            return current
+    return None
+
+
 def diff(old: ConfigFile, new: ConfigFile, mode: str) -> Change:
     """Accounts added, removed and changed from `old` to `new`, each sorted naturally."""
     before = _contents(old, mode)

@@ -11,7 +11,9 @@ import pytest
 import yaml
 from prometheus_client import generate_latest
 
-from synch.metrics import Metrics
+from synch.metrics import CentralView, Metrics
+from synch.probe import Cause
+from synch.sip import TRANSPORTS
 from synch.states import Monitor, Service, SyncState
 from tests.observability import queries
 from tests.observability.deps import load_script
@@ -32,6 +34,9 @@ def exported_metric_names() -> set[str]:
     """Every sample name synch exports (counters' _total, histograms' _bucket/_sum/_count)."""
     metrics = Metrics()
     metrics.watch_states(lambda: (Monitor.INIT, SyncState.INIT, Service.INIT))
+    # Every SIP transport probed and an uplink check: the series a branch may export.
+    view = CentralView(True, {t: True for t in TRANSPORTS}, True, Cause.NONE)
+    metrics.watch_central(lambda: view, TRANSPORTS, uplink=True)
     text = generate_latest(metrics.registry).decode()
     return {
         re.split(r"[{ ]", line, maxsplit=1)[0]

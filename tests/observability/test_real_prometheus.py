@@ -26,6 +26,7 @@ import yaml
 
 from lab.asterisk import AsteriskInstance, new_instance
 from lab.dnsmasq import Dnsmasq
+from lab.ports import free_port
 from lab.samples import central_configs
 from lab.synchproc import SynchProcess, synch_for
 from lab.wait import wait_until
@@ -37,6 +38,7 @@ from tests.observability.promserver import Prometheus, running_prometheus, scrap
 pytestmark = pytest.mark.slow
 
 INSTANCE = "branch-test"
+SIP_TARGET = "127.0.0.10"  # lab_config's dnsservice.targetnormal
 FOR_IN_TEST = "1s"
 SCRAPE = 1.0  # seconds; the rules are evaluated as often
 # Grafana's $__rate_interval for a 1 s scrape is a few seconds; 5m keeps rates defined for the
@@ -70,15 +72,27 @@ def site(lab: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     upstream = Dnsmasq(records={"www.example.org": "127.0.0.42"})
     synch: SynchProcess | None = None
     try:
-        for name, configs in (("obs-central", central_configs()), ("obs-branch", None)):
-            inst = new_instance(name, configs=configs)
+        # The central's SIP listens where the phones are sent (lab_config's targetnormal).
+        central_sip = {"sip_host": SIP_TARGET}
+        for name, configs, sip in (
+            ("obs-central", central_configs(), central_sip),
+            ("obs-branch", None, {}),
+        ):
+            inst = new_instance(name, configs=configs, **sip)
             started.append(inst)
             inst.start(timeout=60)
         central, branch = started
         upstream.start()
         workdir = tmp_path_factory.mktemp("synch")
         synch_started = time.time()
-        synch = synch_for(workdir, central, upstream.port, branch=branch).start()
+        probes = {
+            "siptransports": ["udp"],
+            "sipport": central.sip_port,
+            # A closed port on loopback refuses: the "uplink" answers.
+            "uplinkcheck": [f"127.0.0.1:{free_port('tcp')}"],
+        }
+        synch = synch_for(workdir, central, upstream.port, branch=branch,
+                          probemonitor=probes).start()  # fmt: skip
         wait_until(
             lambda: state(synch, Monitor="Stable", Sync="Synced", Service="Normal"),
             60,
@@ -244,6 +258,10 @@ def test_state_panels_show_the_daemon_state(prometheus: Prometheus) -> None:
         "Branch Asterisk": 1,  # Up
         "Admin override": 0,  # Auto
         "Automatic sync": 0,  # Running
+        "What is down": 0,  # none
+        "Central SIP": 1,  # Up
+        "Central AMI": 1,  # Up
+        "Our uplink": 1,  # Up
     }
     for title, code in codes.items():
         result = prometheus.query(panel_query(title))
@@ -295,7 +313,9 @@ def test_dead_central_fires_failover_alerts_then_they_resolve(
     failovers = float(prometheus.query("synch_failovers_total")[0]["value"][1])
     site.central.kill()
     fired = wait_until(
-        lambda: firing(prometheus, "SynchCentralUnreachable", "SynchBranchInFailover"),
+        lambda: firing(
+            prometheus, "SynchCentralUnreachable", "SynchBranchInFailover", "SynchCentralDown"
+        ),
         FIRE_WITHIN,
         interval=0.2,
         message=f"failover alerts firing; synch log:\n{site.synch.log()}",
@@ -306,8 +326,10 @@ def test_dead_central_fires_failover_alerts_then_they_resolve(
     assert unreachable["labels"]["severity"] == "critical"
     assert INSTANCE in unreachable["annotations"]["summary"]
     assert fired["SynchBranchInFailover"]["labels"]["severity"] == "warning"
+    # The uplink check answers: it is the central that is down, not the branch's uplink.
+    assert fired["SynchCentralDown"]["labels"]["cause"] == "central"
     # Syncs stop while the central is Failed; that is not reported as a stale sync as well.
-    assert set(fired) == {"SynchCentralUnreachable", "SynchBranchInFailover"}
+    assert set(fired) == {"SynchCentralUnreachable", "SynchBranchInFailover", "SynchCentralDown"}
     assert site.synch.resolve_a() == "127.0.0.20"
     assert [float(s["value"][1]) for s in prometheus.query(panel_query("Service"))] == [2]
     assert [float(s["value"][1]) for s in prometheus.query(panel_query("Central PBX"))] == [2]

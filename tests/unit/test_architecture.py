@@ -25,6 +25,8 @@ PURE = (
     "synch.ami.message",
     "synch.ami.actions",
     "synch.ami.framing",
+    "synch.sip",
+    "synch.sip.message",
     "synch.dns.zone",
     "synch.dns.state",
     "synch.dns.wire",
