@@ -40,11 +40,17 @@ def _central(details: dict[str, object], now: datetime) -> str:
     since = _since(details.get("MonitorSince"), now)
     last = details.get("LastProbe")
     error = last.get("Error") if isinstance(last, dict) else None
+    outage = details.get("Outage")
     if monitor == "Stable":
+        if outage == "ami" and details.get("OutageText"):
+            return f"The central PBX answers the phones{since}, but {details['OutageText']}."
         return f"The central PBX answers{since}."
     if monitor == "Failed":
         why = f" (last probe: {error})" if error else ""
-        return f"The central PBX does not answer{since}{why}."
+        text = f"The central PBX does not answer{since}{why}."
+        if outage in ("central", "uplink") and details.get("OutageText"):
+            text += f" Diagnosis: {details['OutageText']}."
+        return text
     if monitor == "Unstable":
         why = f"; last probe: {error}" if error else ""
         return f"The central PBX answers intermittently{since}{why}."
@@ -98,6 +104,9 @@ def _attention(details: dict[str, object]) -> list[str]:
         )
     elif result == "failed":
         items.append("the last sync failed; the branch keeps its previous accounts")
+    blocked = details.get("SyncBlocked")
+    if blocked and not details.get("SyncPaused") and details.get("Monitor") == "Stable":
+        items.append(f"no sync can run now: {blocked}")
     paused = details.get("SyncPaused")
     if paused:
         items.append(f"automatic sync is paused ({paused}); `synch resume` continues it")

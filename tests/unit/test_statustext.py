@@ -87,3 +87,21 @@ def test_durations_read_naturally() -> None:
         when = datetime(2026, 11, 29, 12, 0, 0) - timedelta(seconds=seconds_ago)
         got = describe(details(MonitorSince=when.strftime("%Y%m%d%H%M%S"), Timestamp=stamp))
         assert f"({words})." in got[0], got[0]
+
+
+def test_what_is_down_is_said() -> None:
+    ami_only = describe(details(
+        Outage="ami", SyncBlocked="the central's AMI does not answer",
+        OutageText="the central's AMI does not answer while its SIP service does: phones stay "
+                   "on the central, sync is paused until AMI answers",
+    ))  # fmt: skip
+    assert ami_only[0].startswith("The central PBX answers the phones since 2026-11-29 10:00:00")
+    assert ami_only[0].endswith(", but the central's AMI does not answer while its SIP service "
+                                "does: phones stay on the central, sync is paused until AMI "
+                                "answers.")
+    assert "- no sync can run now: the central's AMI does not answer" in ami_only
+    uplink = describe(details(
+        Monitor="Failed", Outage="uplink",
+        OutageText="our uplink is down: no uplink check target answers",
+    ))  # fmt: skip
+    assert uplink[0].endswith(" Diagnosis: our uplink is down: no uplink check target answers.")
