@@ -88,8 +88,8 @@ def accounts_of(synced: ConfigFile, mode: str) -> list[Account]:
     """The dialable accounts of a synced file: PJSIP `type=endpoint` sections, or every
     chan_sip peer; with their `context=` and mailboxes: chan_sip `mailbox=`; PJSIP the
     endpoint's `mailboxes=` (unsolicited MWI), then those of its AORs (`aors=`) not already
-    named: the mailboxes a phone subscribes to (FreePBX writes them on the AOR for solicited
-    MWI, on both for its default "auto", and only there for "solicited")."""
+    named: the mailboxes a phone subscribes to (FreePBX's MWI type "auto", its default, writes
+    them on both; "solicited" on the AOR only)."""
     if mode != "pjsip":
         return [
             Account(cat.name, (cat.get("context") or "").strip(), _boxes(cat, "mailbox"))

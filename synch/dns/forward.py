@@ -162,11 +162,14 @@ class ForwardResolver:
             log.exception("forwarding failed")
             reply = None
         if reply is not None and rcode_of(reply) not in _RETRY_NEXT:
-            self.stale.learn(request, reply)
+            try:
+                self.stale.learn(request, reply)
+            except Exception:  # a bug here must cost serve-stale, never the reply
+                log.exception("serve-stale: keeping the answer failed")
             return reply, Answer.FORWARDED
         try:
             stale = self.stale.answer(request, tcp)
-        except Exception:  # a bug here must cost the stale answer, not the reply
+        except Exception:
             log.exception("serve-stale failed")
             stale = None
         if stale is not None:
