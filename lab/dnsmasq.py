@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import select
+import signal
 import socket
 import subprocess
 import threading
@@ -91,9 +92,20 @@ class Dnsmasq:
                 raise RuntimeError(f"dnsmasq on {self.host}:{self.port} silent after "
                                    f"{timeout}s:\n{self.log()}")
 
+    def pause(self) -> None:
+        """SIGSTOP: dnsmasq stays bound but answers nothing (a silent upstream, as when the
+        WAN drops packets) until `resume()`."""
+        if self._proc is not None and self.running:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._proc is not None and self.running:
+            self._proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self._proc is not None:
             if self.running:
+                self._proc.send_signal(signal.SIGCONT)  # a paused one would not terminate
                 self._proc.terminate()
                 try:
                     self._proc.wait(5)

@@ -11,6 +11,10 @@
   (`answer=False`); it records the user part of the INVITE's request URI (the number the
   gateway was asked for). `register_from()` registers an account with the Contact of that
   port, so that a call to the account reaches the Uas.
+- `Subscriber` subscribes an account to an event package of a resource (`dialog` of an
+  extension: its busy lamp; `message-summary` of a mailbox: its message light), digest auth
+  as a phone does, and keeps every NOTIFY that comes back, for the test to wait for the one it
+  expects.
 
 Every sipp command line comes from `sipp_argv`. SIP and media ports come from free_port (sipp
 would otherwise try 5060 and 6000 first), so parallel runs never collide; only loopback or
@@ -23,6 +27,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -543,3 +548,170 @@ def register_from(
         host, port, user, password, local_ip=local_ip, local_port=local_port,
         expires=expires, timeout=timeout, netns=netns,
     )
+
+
+# A SUBSCRIBE with digest auth, then every NOTIFY answered 200, until the test stops it (or
+# sipp's -timeout). Requests are addressed to the server by its address; {target} is the
+# resource (an extension for `dialog`, an AOR for `message-summary`).
+_SUBSCRIBE = """
+      SUBSCRIBE sip:{target}@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
+      From: <sip:[service]@[remote_ip]:[remote_port]>;tag=[pid]sub[call_number]
+      To: <sip:{target}@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: {cseq} SUBSCRIBE
+      Contact: <sip:[service]@[local_ip]:[local_port]>
+      Event: {event}
+      Accept: {accept}
+      Expires: {expires}
+      {auth}
+      Max-Forwards: 70
+      User-Agent: synch-lab-sipp
+      Content-Length: 0
+"""
+
+_SUBSCRIBER_XML = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="subscribe and take every NOTIFY">
+  <send retrans="500"><![CDATA[
+{subscribe1}
+  ]]></send>
+  <recv response="401" auth="true"/>
+  <send retrans="500"><![CDATA[
+{subscribe2}
+  ]]></send>
+  <recv response="202" optional="true" next="1"/>
+  <recv response="200"/>
+  <label id="1"/>
+  <recv request="NOTIFY"/>
+  <send next="1"><![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+  ]]></send>
+</scenario>
+"""
+
+# The packages a phone subscribes to, and the body type it accepts for each.
+EVENT_ACCEPT = {
+    "dialog": "application/dialog-info+xml",
+    "message-summary": "application/simple-message-summary",
+    "presence": "application/pidf+xml",
+}
+
+
+def subscriber_scenario(target: str, event: str, *, expires: int = 600) -> str:
+    accept = EVENT_ACCEPT[event]
+    first, second = (
+        _SUBSCRIBE.format(
+            target=target, event=event, accept=accept, expires=int(expires), cseq=cseq, auth=auth
+        )
+        for cseq, auth in ((1, ""), (2, "[authentication]"))
+    )
+    return _SUBSCRIBER_XML.format(subscribe1=first, subscribe2=second)
+
+
+class Subscriber:
+    """A phone (account `user`) subscribed to `event` of `target` at `host:port`: a sipp that
+    answers every NOTIFY 200 and keeps it. `notifies()` lists them (whole messages, in the
+    order they came); `wait_for(text)` waits for one holding `text`."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        user: str,
+        password: str,
+        target: str,
+        event: str,
+        *,
+        local_ip: str = "127.0.0.1",
+        expires: int = 600,
+        timeout: float = 120,
+        netns: str | None = None,
+    ):
+        self._scratch = Path(tempfile.mkdtemp(prefix="synch-sipp-sub-"))
+        scenario = self._scratch / "subscribe.xml"
+        scenario.write_text(subscriber_scenario(target, event, expires=expires))
+        argv = sipp_argv(
+            scenario,
+            service=user,
+            auth=(user, password),
+            local_ip=local_ip,
+            local_port=free_port("udp", local_ip),
+            media_port=free_port("udp", local_ip),
+            timeout=timeout,
+            options=("-max_retrans", "3", "-trace_err", "-trace_msg"),
+            remote=(host, port),
+            netns=netns,
+        )
+        self._proc = subprocess.Popen(
+            argv,
+            cwd=self._scratch,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+
+    @property
+    def running(self) -> bool:
+        return self._proc.poll() is None
+
+    def _messages(self) -> str:
+        return "".join(
+            p.read_text(errors="replace") for p in sorted(self._scratch.glob("*_messages.log"))
+        )
+
+    def responses(self) -> list[str]:
+        """The status lines of the responses to the SUBSCRIBEs ("SIP/2.0 200 OK", ...)."""
+        return re.findall(r"^(SIP/2\.0 \d{3}[^\r\n]*)", self._messages(), re.MULTILINE)
+
+    def notifies(self) -> list[str]:
+        """Every NOTIFY received so far, whole (headers and body)."""
+        parts = re.split(r"^-{10,}.*$", self._messages(), flags=re.MULTILINE)
+        found = []
+        for part in parts:
+            if "message received" not in part:
+                continue
+            message = part.split("\n\n", 1)[-1].strip()
+            if message.startswith("NOTIFY "):
+                found.append(message)
+        return found
+
+    def wait_for(self, text: str, timeout: float = 30) -> str:
+        """The first NOTIFY holding `text`; AssertionError with what came instead."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for notify in self.notifies():
+                if text in notify:
+                    return notify
+            if time.monotonic() > deadline or not self.running:
+                raise AssertionError(
+                    f"no NOTIFY with {text!r} in {timeout:g} s; responses {self.responses()}, "
+                    f"NOTIFYs:\n" + "\n---\n".join(self.notifies())
+                    + f"\nsipp:\n{self.output()}"
+                )
+            time.sleep(0.1)
+
+    def output(self) -> str:
+        return _collect(self._scratch, "")
+
+    def close(self) -> None:
+        """Stop sipp and remove its scratch dir."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.communicate()
+        shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

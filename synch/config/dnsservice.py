@@ -1,5 +1,6 @@
 """The `dnsservice` section: listen address, zone and record, targets, timers, who may query
-(`allow`), and the upstream resolvers (`forwarder`/`forwarders`)."""
+(`allow`), the upstream resolvers (`forwarder`/`forwarders`) and serve-stale (`stalecachesize`,
+`stalemaxage`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from synch.jsonc import Node
 
 STATES = ("Normal", "Failover")
 MAX_DNS_TIME = 2**31 - 1  # RFC 2181: TTLs and SOA timers are 31-bit
+MAX_STALE_ENTRIES = 65536  # at most 1232 bytes each (synch.dns.stale): about 80 MB at worst
+MAX_STALE_AGE = 30 * 86400.0  # beyond a month a stale answer misleads more than it helps
 
 
 def _dnsservice(sec: _Section) -> DnsSettings:
@@ -52,6 +55,10 @@ def _dnsservice(sec: _Section) -> DnsSettings:
         defaultstate=sec.choice("defaultstate", d.defaultstate, STATES),
         allow=_allow(sec, d.allow),
         ratelimit=sec.real("ratelimit", d.ratelimit, low=0.0, high=MAX_COUNT, low_inclusive=True),
+        stalecachesize=sec.integer("stalecachesize", d.stalecachesize, 0, MAX_STALE_ENTRIES),
+        stalemaxage=sec.real(
+            "stalemaxage", d.stalemaxage, low=0.0, high=MAX_STALE_AGE, low_inclusive=True
+        ),
     )
 
 

@@ -21,6 +21,10 @@ DEFAULT_DNS_ALLOW = (
     "fe80::/10",
 )
 DEFAULT_DNS_RATELIMIT = 50.0  # forwarded queries per second per client; 0 = no limit
+# Serve-stale (synch.dns.stale): good upstream answers kept for a WAN outage, and how long
+# past their TTL they may still be served (RFC 8767 suggests one to three days).
+DEFAULT_DNS_STALE_ENTRIES = 4096
+DEFAULT_DNS_STALE_MAXAGE = 3 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,8 @@ class DnsSettings:
     defaultstate: str = "Failover"  # Normal | Failover
     allow: tuple[str, ...] = DEFAULT_DNS_ALLOW  # networks, normalised ("10.0.0.0/8")
     ratelimit: float = DEFAULT_DNS_RATELIMIT
+    stalecachesize: int = DEFAULT_DNS_STALE_ENTRIES  # 0 = no serve-stale
+    stalemaxage: float = DEFAULT_DNS_STALE_MAXAGE  # seconds past the answer's TTL
 
     @property
     def fqdn(self) -> str:

@@ -9,8 +9,10 @@ never written: its accounts are left out with a warning), holding, in this order
 1. the emergency numbers, as explicit extensions (Asterisk always prefers an explicit
    extension to any pattern of the same context, so no `_X.` of a route or of the operator can
    take them), sent to the trunk first;
-2. the synced extensions: ring the phone, then voicemail when it has a mailbox (busy or no
-   answer), else a "nobody available" announcement or a busy signal;
+2. the synced extensions: a hint each (`exten => 1001,hint,PJSIP/1001`), so that a phone
+   subscribed to another's dialog state (its busy lamp field) gets NOTIFYs at the branch too;
+   then ring the phone, then voicemail when it has a mailbox (busy or no answer), else a
+   "nobody available" announcement or a busy signal;
 3. the central's other extensions (known from its account file): the configured fallback
    through the trunk, else an "all circuits busy" announcement;
 4. the voicemail access code (a user's own mailbox, found by the calling endpoint, not by its
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 
 from synch import names
 from synch.config import DialplanSettings
-from synch.sync.model import ConfigFile
+from synch.sync.model import Category, ConfigFile
 
 # Stock sounds of Debian's asterisk-core-sounds-en (checked in the lab chroot).
 SOUND_CENTRAL_DOWN = "all-circuits-busy-now"  # "All circuits are busy now, try again later"
@@ -84,15 +86,34 @@ class Dialplan:
 
 def accounts_of(synced: ConfigFile, mode: str) -> list[Account]:
     """The dialable accounts of a synced file: PJSIP `type=endpoint` sections, or every
-    chan_sip peer; with their `context=` and `mailboxes=` / `mailbox=`."""
-    mailbox_key = "mailboxes" if mode == "pjsip" else "mailbox"
+    chan_sip peer; with their `context=` and mailboxes: chan_sip `mailbox=`; PJSIP the
+    endpoint's `mailboxes=` (unsolicited MWI), then those of its AORs (`aors=`) not already
+    named: the mailboxes a phone subscribes to (FreePBX's MWI type "auto", its default, writes
+    them on both; "solicited" on the AOR only)."""
+    if mode != "pjsip":
+        return [
+            Account(cat.name, (cat.get("context") or "").strip(), _boxes(cat, "mailbox"))
+            for cat in synced
+            if not cat.is_template
+        ]
+    aors = {cat.name: cat for cat in synced if not cat.is_template and cat.type == "aor"}
     found: list[Account] = []
     for cat in synced:
-        if cat.is_template or (mode == "pjsip" and cat.type != "endpoint"):
+        if cat.is_template or cat.type != "endpoint":
             continue
-        boxes = [pair for v in cat.values(mailbox_key) for pair in names.split_mailboxes(v)]
+        boxes = list(_boxes(cat, "mailboxes"))
+        for aor in (a.strip() for value in cat.values("aors") for a in value.split(",")):
+            if aor in aors:
+                boxes += [b for b in _boxes(aors[aor], "mailboxes") if b not in boxes]
         found.append(Account(cat.name, (cat.get("context") or "").strip(), tuple(boxes)))
     return found
+
+
+def _boxes(cat: Category, key: str) -> tuple[tuple[str, str], ...]:
+    pairs: list[tuple[str, str]] = []
+    for value in cat.values(key):
+        pairs += [pair for pair in names.split_mailboxes(value) if pair not in pairs]
+    return tuple(pairs)
 
 
 def central_extensions(central: ConfigFile, mode: str) -> set[str]:
@@ -235,6 +256,7 @@ def _summary(settings: DialplanSettings, mode: str) -> list[str]:
         f"; Emergency numbers {', '.join(settings.emergency)} go to "
         f"{_trunk_dial(settings, mode, '<number>')} before anything else, from every context.",
         f"; Local phones ring {settings.ringtimeout} s, then voicemail (if they have a mailbox).",
+        "; Each local phone has a hint: busy lamps work at the branch.",
     ]
     if settings.outbound:
         lines.append(f"; Outbound routes to the trunk: {', '.join(settings.outbound)}.")
@@ -261,9 +283,11 @@ def _context(
     out += [f"exten => {n},1,Goto({EMERGENCY},{n},1)" for n in settings.emergency]
     # Every synced phone from every context: on the central they all reach each other.
     if users:
-        out.append("; phones registered at this branch")
+        out.append("; phones registered at this branch, each with its hint (busy lamp field)")
     for name in sorted(users, key=_numeric):
-        out.append(f"exten => {name},1,Gosub({USER},s,1({_TECH[mode]}/{name},{boxes[name]}))")
+        device = f"{_TECH[mode]}/{name}"
+        out.append(f"exten => {name},hint,{device}")
+        out.append(f"exten => {name},1,Gosub({USER},s,1({device},{boxes[name]}))")
     if others:
         out.append("; extensions that live on the central only")
         out += [f"exten => {n},1,Goto({CENTRAL},{n},1)" for n in others]

@@ -13,6 +13,10 @@ attacker has to guess both, and clients reusing IDs cannot get each other's answ
 
 A UDP client gets the upstream's UDP reply as is, even truncated (TC): its size matches what the
 client asked for, and the client retries over TCP, which is then forwarded over TCP.
+
+When no upstream gives a useful reply (every one silent, REFUSED or SERVFAIL), the last good
+reply an upstream gave for the question is served stale (synch.dns.stale, RFC 8767) at the
+point where SERVFAIL would have been sent: the bound above holds for stale answers too.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from gevent import socket as gsocket
 from synch.config import Endpoint
 from synch.dns.acl import RateLimiter
 from synch.dns.resolver import Answer, Decision, Query
+from synch.dns.stale import StaleCache
 from synch.dns.wire import (
     HEADER_LEN,
     MAX_MESSAGE,
@@ -124,7 +129,8 @@ class ForwardResolver:
     because it limits forwards only: the zone before it in the chain answers without limit
     (phones must always resolve the SIP name, and a zone answer costs no upstream traffic, no
     socket and no pool slot). `forward` then runs the exchange, which blocks up to
-    `forwardtimeout` per upstream, and always gives a reply: the upstream's or SERVFAIL.
+    `forwardtimeout` per upstream, and always gives a reply: the upstream's, a stale one from
+    `stale` when no upstream had a useful one, or SERVFAIL.
     """
 
     def __init__(
@@ -132,12 +138,15 @@ class ForwardResolver:
         forwarder: Forwarder,
         limiter: RateLimiter,
         clock: Callable[[], float] = time.monotonic,
+        stale: StaleCache | None = None,
     ) -> None:
         self.forwarder = forwarder
         self.limiter = limiter
         self.clock = clock
+        self.stale = stale if stale is not None else StaleCache(0, 0.0, clock)
         self._last_warning = -WARN_EVERY
         self._failed_since_warning = 0
+        self._stale_since_warning = 0
 
     def resolve(self, request: DNSRecord, query: Query) -> Decision:
         if not self.limiter.allow(query.client, self.clock()):
@@ -145,13 +154,28 @@ class ForwardResolver:
         return Decision(Answer.FORWARDED, forward=request)
 
     def forward(self, data: bytes, request: DNSRecord, tcp: bool) -> tuple[bytes, Answer]:
-        """The upstream's reply, or SERVFAIL once every upstream had its chance. Blocks."""
+        """The upstream's reply; once every upstream had its chance without a useful one, a
+        stale reply, else the upstreams' refusal or SERVFAIL. Blocks."""
         try:
             reply = self.forwarder.forward(data, tcp)
         except Exception:
             log.exception("forwarding failed")
             reply = None
-        if reply is not None:
+        if reply is not None and rcode_of(reply) not in _RETRY_NEXT:
+            try:
+                self.stale.learn(request, reply)
+            except Exception:  # a bug here must cost serve-stale, never the reply
+                log.exception("serve-stale: keeping the answer failed")
+            return reply, Answer.FORWARDED
+        try:
+            stale = self.stale.answer(request, tcp)
+        except Exception:
+            log.exception("serve-stale failed")
+            stale = None
+        if stale is not None:
+            self._warn_silent(stale=True)
+            return stale, Answer.STALE
+        if reply is not None:  # an upstream's REFUSED or SERVFAIL, relayed
             return reply, Answer.FORWARDED
         self._warn_silent()
         return self.busy(request), Answer.SERVFAIL
@@ -160,15 +184,21 @@ class ForwardResolver:
         """SERVFAIL without trying (also when no forward can be started)."""
         return self.forwarder.servfail(request)
 
-    def _warn_silent(self) -> None:
+    def _warn_silent(self, stale: bool = False) -> None:
         # One line a minute at most: during a WAN outage every query would log.
-        self._failed_since_warning += 1
+        if stale:
+            self._stale_since_warning += 1
+        else:
+            self._failed_since_warning += 1
         now = time.monotonic()
         if now - self._last_warning >= WARN_EVERY:
             log.warning(
-                "no DNS forwarder answered (%s), %d query(ies) answered SERVFAIL",
+                "no DNS forwarder answered (%s), %d query(ies) answered SERVFAIL, "
+                "%d from the stale cache",
                 ", ".join(str(e) for e in self.forwarder.endpoints),
                 self._failed_since_warning,
+                self._stale_since_warning,
             )
             self._last_warning = now
             self._failed_since_warning = 0
+            self._stale_since_warning = 0

@@ -28,6 +28,7 @@ class Answer(StrEnum):
     NXDOMAIN = "nxdomain"  # from the zone: no such name
     FORWARDED = "forwarded"  # an upstream's reply, relayed
     SERVFAIL = "servfail"  # no upstream answered in time, or no forward could start
+    STALE = "stale"  # no upstream answered usefully: a recent good answer (synch.dns.stale)
     REFUSED = "refused"  # outside `allow`, over the rate limit, not ours, or not a QUERY
     FORMERR = "formerr"  # malformed (answered FORMERR/BADVERS, or dropped)
 
@@ -41,7 +42,7 @@ FROM_ZONE = frozenset((Answer.LOCAL, Answer.NODATA, Answer.NXDOMAIN))
 class Decision:
     """What to do with one query: send `reply` (None: send nothing), or, when `forward` is
     set, forward that request (blocking) and send what comes back. A decision to forward is
-    counted once the forward ends (forwarded or servfail); any other when it is made."""
+    counted once the forward ends (forwarded, stale or servfail); any other when it is made."""
 
     answer: Answer
     reply: bytes | None = None

@@ -10,7 +10,8 @@ blocks, in the forwarder's exchange. For each query, in order:
 3. parsing and `wire.screen` (a response, another opcode, a question count other than one, an
    unknown EDNS version);
 4. the resolvers, in order: the zone (synch.dns.zone), then the forwarder
-   (synch.dns.forward, with the per-client rate limit); a query nobody claims is REFUSED.
+   (synch.dns.forward, with the per-client rate limit, and the stale answers of
+   synch.dns.stale when no upstream answers); a query nobody claims is REFUSED.
 
 Every query is answered from `state.view` read once for it (synch.dns.state). Answers are
 counted in synch_dns_queries_total; the transport calls `flush_counts()` after each batch, so
@@ -31,6 +32,7 @@ from synch.dns.acl import ClientAcl, RateLimiter
 from synch.dns.fastpath import FastPath
 from synch.dns.forward import Forwarder, ForwardResolver
 from synch.dns.resolver import FROM_ZONE, Answer, Decision, Query, Resolver
+from synch.dns.stale import StaleCache
 from synch.dns.state import ZoneView
 from synch.dns.wire import error_bytes, formerr_for, refused_for, screen
 from synch.dns.zone import ZoneResolver
@@ -64,7 +66,10 @@ class DnsService:
         forwarder = forwarder or Forwarder(settings.forwarders, settings.forwardtimeout)
         self.ra = bool(forwarder.endpoints)  # recursion available: there is somewhere to forward
         self.zone = ZoneResolver(settings, ra=self.ra)
-        self.upstream = ForwardResolver(forwarder, RateLimiter(settings.ratelimit), clock)
+        self.stale = StaleCache(settings.stalecachesize, settings.stalemaxage, clock)
+        self.upstream = ForwardResolver(
+            forwarder, RateLimiter(settings.ratelimit), clock, stale=self.stale
+        )
         self.resolvers: tuple[Resolver, ...] = (
             (self.zone, self.upstream) if self.ra else (self.zone,)
         )

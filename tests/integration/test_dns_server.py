@@ -39,6 +39,8 @@ NORMAL = "10.0.0.254"
 FAILOVER = "127.0.0.77"
 UPSTREAM_NAME = "example.org"
 UPSTREAM_ADDRESS = "127.0.0.42"
+STALE_NAME = "ntp.example.org"  # resolved once, then served stale
+GONE_NAME = "gone.example.net"  # NXDOMAIN upstream: never served stale
 REPLY_TIMEOUT = 10.0  # generous: the machine is shared; only a hang should ever reach it
 
 
@@ -279,6 +281,61 @@ def test_slow_forward_does_not_hold_up_local_answers(start_dns: Callable[..., Dn
             order = [DNSRecord.parse(sock.recvfrom(65535)[0]).header.id for _ in range(2)]
         assert order == [2, 1]
         app.stop()
+
+
+def test_serve_stale_when_a_real_upstream_goes_silent_then_away(
+    start_dns: Callable[..., DnsApp],
+) -> None:
+    """RFC 8767 against dnsmasq: a name resolved while the upstream answered is served stale
+    (TTL 30, counted) once it is silent (stopped) or gone (killed: its port refuses); a name
+    never resolved, and one the upstream said does not exist, get SERVFAIL as before."""
+    timeout = 0.5
+    bound = timeout + 0.5  # the contract: forwardtimeout × forwarders + 0.5 s
+    with Dnsmasq(records={STALE_NAME: UPSTREAM_ADDRESS}, ttl=60) as upstream:
+        app = start_dns(forwarders=forwarders(upstream), forwardtimeout=timeout)
+        good = udp(app.udp_port, question(STALE_NAME))
+        assert [(str(rr.rdata), rr.ttl) for rr in good.rr] == [(UPSTREAM_ADDRESS, 60)]
+        assert udp(app.udp_port, question(GONE_NAME)).header.rcode == RCODE.NXDOMAIN
+
+        upstream.pause()  # silent: every forward times out
+        try:
+            query = question(STALE_NAME.upper())
+            query.header.id = 4242
+            # Generous margin for a loaded machine; the answer comes when SERVFAIL would.
+            reply = udp(app.udp_port, query, timeout=bound + 2.0)
+            assert (reply.header.id, reply.header.rcode, reply.header.aa) == (4242, 0, 0)
+            assert str(reply.q.qname) == STALE_NAME.upper() + "."
+            assert [(str(rr.rdata), rr.ttl) for rr in reply.rr] == [(UPSTREAM_ADDRESS, 30)]
+            never = udp(app.udp_port, question("never.example.org"), timeout=bound + 2.0)
+            assert never.header.rcode == RCODE.SERVFAIL
+            gone = udp(app.udp_port, question(GONE_NAME), timeout=bound + 2.0)
+            assert gone.header.rcode == RCODE.SERVFAIL  # NXDOMAIN is never served stale
+        finally:
+            upstream.resume()
+
+        upstream.stop()  # gone: nothing listens on its port any more
+        out = dig(app.udp_port, STALE_NAME)  # dig asks with EDNS: it shows the EDE
+        assert "status: NOERROR" in out and "EDE: 3 (Stale Answer)" in out, out
+        assert dig(app.udp_port, STALE_NAME, "+short").split() == [UPSTREAM_ADDRESS]
+        tcp_reply = tcp(app.tcp_port, question(STALE_NAME))
+        assert tcp_reply is not None
+        assert [(str(rr.rdata), rr.ttl) for rr in tcp_reply.rr] == [(UPSTREAM_ADDRESS, 30)]
+        counters = app.stop()
+    assert (counters["forwarded"], counters["stale"], counters["servfail"]) == (2, 4, 2)
+
+
+def test_serve_stale_off_gives_servfail(
+    start_dns: Callable[..., DnsApp],
+) -> None:
+    with Dnsmasq(records={STALE_NAME: UPSTREAM_ADDRESS}) as upstream:
+        app = start_dns(forwarders=forwarders(upstream), forwardtimeout=0.5, stalecachesize=0)
+        assert [str(rr.rdata) for rr in udp(app.udp_port, question(STALE_NAME)).rr] == [
+            UPSTREAM_ADDRESS
+        ]
+        upstream.stop()
+        assert udp(app.udp_port, question(STALE_NAME)).header.rcode == RCODE.SERVFAIL
+        counters = app.stop()
+    assert (counters["stale"], counters["servfail"]) == (0, 1)
 
 
 def test_no_forwarders_refuses_outside_names(start_dns: Callable[..., DnsApp]) -> None:

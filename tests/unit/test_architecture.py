@@ -32,6 +32,7 @@ PURE = (
     "synch.dns.wire",
     "synch.dns.fastpath",
     "synch.dns.resolver",
+    "synch.dns.stale",
     "synch.sync.model",
     "synch.sync.getconfig",
     "synch.sync.conftext",

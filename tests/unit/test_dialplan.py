@@ -324,6 +324,64 @@ def test_accounts_of_reads_endpoints_only() -> None:
     ]
 
 
+def aor(name: str, **lines: str) -> Category:
+    return Category(name, (("type", "aor"), *lines.items()))
+
+
+def test_accounts_of_takes_the_mailboxes_of_the_endpoint_then_of_its_aors() -> None:
+    synced = ConfigFile(
+        (
+            # FreePBX "solicited": the mailbox only on the AOR
+            endpoint("1001", context="ctx", aors="1001"),
+            aor("1001", mailboxes="1001@default"),
+            # FreePBX "auto" (its default): on both, named once
+            endpoint("1002", context="ctx", aors="1002", mailboxes="1002@default"),
+            aor("1002", mailboxes="1002@default"),
+            # two AORs, one of them with a second mailbox; an AOR that is not synced
+            endpoint("1003", context="ctx", aors="1003, 1003b,gone", mailboxes="1003"),
+            aor("1003"),
+            aor("1003b", mailboxes="1003@default,2000@sales"),
+        )
+    )
+    got = {a.name: a.mailboxes for a in accounts_of(synced, "pjsip")}
+    assert got == {
+        "1001": (("1001", "default"),),
+        "1002": (("1002", "default"),),
+        "1003": (("1003", "default"), ("2000", "sales")),
+    }
+    plan = generate(synced, ON, "pjsip", header="h")
+    assert "exten => 1001,1,Gosub(synch-user,s,1(PJSIP/1001,1001@default))" in plan.text
+
+
+def test_an_unsafe_aor_mailbox_is_refused_like_an_endpoint_one() -> None:
+    synced = ConfigFile(
+        (endpoint("1001", context="ctx", aors="1001"), aor("1001", mailboxes="1001)@default"))
+    )
+    with pytest.raises(DialplanError, match="mailbox"):
+        generate(synced, ON, "pjsip", header="h")
+
+
+@pytest.mark.parametrize("mode", ["pjsip", "sip"])
+def test_every_synced_phone_has_its_hint_in_every_context(mode: str) -> None:
+    if mode == "pjsip":
+        synced = pjsip({"HeadOffice": [1001, 1002], "DevOps": [2001]})
+    else:
+        synced = parse_conf_text(ORIGINAL_README_SIP_ADDITIONAL)
+    central = {"1001", "1002", "2001", "3001"}
+    plan = generate(synced, ON, mode, header="h", central=central)
+    sections = contexts(plan.text)
+    tech = "PJSIP" if mode == "pjsip" else "SIP"
+    phones = ["1001", "1002", "2001"] if mode == "pjsip" else ["1001", "1002", "1003", "2001"]
+    for name in ("from-internal-headoffice", "from-internal-devops"):
+        hints = [line for line in sections[name] if ",hint," in line]
+        assert hints == [f"exten => {n},hint,{tech}/{n}" for n in phones], hints
+    # No hint for what has no phone at the branch: central-only extensions, services.
+    assert "3001,hint" not in plan.text and "112,hint" not in plan.text
+    assert sum(",hint," in line for lines in sections.values() for line in lines) == 2 * len(
+        phones
+    )
+
+
 def test_split_mailboxes() -> None:
     assert names.split_mailboxes("1001@default, 1002 & 1003@x,1001@default") == [
         ("1001", "default"),

@@ -11,7 +11,7 @@ from synch.dns.resolver import Answer
 from synch.metrics import DNS_ANSWERS, Metrics
 
 DNS = Path(__file__).resolve().parents[2] / "synch" / "dns"
-PURE = ["acl", "fastpath", "resolver", "service", "state", "wire", "zone"]
+PURE = ["acl", "fastpath", "resolver", "service", "stale", "state", "wire", "zone"]
 IMPURE = {"gevent", "socket", "_socket", "selectors", "select", "threading"}
 
 
