@@ -206,8 +206,9 @@ class Softphone:
     def quit(self) -> None:
         """Ask the phone to exit (it unregisters on the way out)."""
 
-    def stop(self, timeout: float = 5) -> None:
-        """Quit (unregistering when it can), then SIGTERM, then SIGKILL. Idempotent."""
+    def stop(self, timeout: float = 3) -> None:
+        """Quit (unregistering when it can; `timeout` s for that), then SIGTERM, then
+        SIGKILL (linphonec ignores SIGTERM). Idempotent."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
@@ -219,7 +220,7 @@ class Softphone:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGTERM)
                 try:
-                    self.proc.wait(3)
+                    self.proc.wait(2)
                 except subprocess.TimeoutExpired:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(self.proc.pid, signal.SIGKILL)
