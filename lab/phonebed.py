@@ -60,6 +60,7 @@ class PhonesBed:
         )
         capture: Capture | None = None
         answerer: Answerer | None = None
+        phones: dict[str, Softphone] = {}
         try:
             assert bed.central is not None and bed.branch is not None
             bed.central.write_config("extensions.conf", CENTRAL_DIALPLAN)
@@ -75,10 +76,10 @@ class PhonesBed:
                 address=ANSWER_ADDR,
                 sites=sites,
             ).start()
-            self = cls(bed, capture, answerer, PhoneCheck(sites, capture, answerer))
+            self = cls(bed, capture, answerer, PhoneCheck(sites, capture, answerer), phones)
             for kind in kinds:
                 ext, address = REAL_PHONES[kind]
-                self.phones[kind] = PHONE_KINDS[kind](
+                phones[kind] = PHONE_KINDS[kind](
                     ext,
                     secret_for(ext),
                     netns=bed.phones_host,
@@ -96,6 +97,9 @@ class PhonesBed:
             )
             return self
         except BaseException:
+            for phone in phones.values():
+                with contextlib.suppress(Exception):
+                    phone.stop()
             for closing in (answerer, capture):
                 if closing is not None:
                     closing.close()

@@ -91,6 +91,8 @@ def own_dns_source(netns: Netns, uid: int, address: str) -> None:
     source NAT inside the namespace), so a capture tells the phones' queries apart."""
     rule = f"meta skuid {uid} udp dport 53 snat ip to {address}"
     out = netns.run(["nft", "list", "table", "ip", NFT_TABLE], check=False)
+    if out.returncode == 0 and f"meta skuid {uid} " in out.stdout:
+        return  # a phone started again
     if out.returncode != 0:
         netns.run(
             ["nft", "-f", "-"],
@@ -109,8 +111,6 @@ class Softphone:
     kind: ClassVar[str] = ""
     binary: ClassVar[str] = ""
     package: ClassVar[str] = ""  # the Debian package that has it (Makefile DEB_PACKAGES)
-    # What the package's defaults are (figures for reports; the phone is never told them).
-    default_expires: ClassVar[int] = 0
 
     def __init__(
         self,
@@ -133,7 +133,6 @@ class Softphone:
         self.started_at = 0.0
         self._lock = threading.Lock()
         self._events: list[PhoneEvent] = []
-        self._lines: list[tuple[float, str]] = []
         self._active: set[str] = set()
         self._pump: threading.Thread | None = None
 
@@ -197,7 +196,11 @@ class Softphone:
             target=self._read_output, args=(self.proc.stdout,), name=self.name, daemon=True
         )
         self._pump.start()
-        self.after_start()
+        try:
+            self.after_start()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def after_start(self) -> None:
@@ -242,8 +245,6 @@ class Softphone:
                 now = time.monotonic()
                 line = raw.decode(errors="replace").rstrip("\r\n")
                 line = re.sub(r"\x1b\[[0-9;]*m", "", line)  # baresip colours its SIP trace
-                with self._lock:
-                    self._lines.append((now, line))
                 log.write(f"[{now - self.started_at:9.3f}] {line}\n")
                 log.flush()
                 self.on_line(now, line)
@@ -279,10 +280,6 @@ class Softphone:
         with self._lock:
             found = list(self._events)
         return [e for e in found if (kind is None or e.kind == kind) and e.at >= since]
-
-    def lines(self, since: float = 0.0) -> list[tuple[float, str]]:
-        with self._lock:
-            return [(at, line) for at, line in self._lines if at >= since]
 
     def wait_event(
         self, kinds: tuple[str, ...], since: float, timeout: float, peer: str = ""
@@ -387,7 +384,6 @@ class Baresip(Softphone):
     kind = "baresip"
     binary = "baresip"
     package = "baresip-core"
-    default_expires = 3600  # plus a random 0-255 s
 
     def __init__(self, *args: object, ctrl_port: int = 4444, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -520,7 +516,6 @@ class Linphone(Softphone):
     kind = "linphone"
     binary = "linphonec"
     package = "linphone-cli"
-    default_expires = 3600
 
     # linphonec's call lines: (kind, pattern with the call id and the far end's URI)
     _CALL_LINES = (
