@@ -5,10 +5,11 @@ PY      := $(VENV)/bin/python
 # Debian packages the lab, the tests and the demo use (Asterisk itself lives in a cached sid chroot):
 # every tool a test runs, so that none is missing on a fresh machine. procps: sysctl; systemd:
 # systemd-analyze; openssh-client: ssh-keygen; e2fsprogs, dosfstools, mtools, fdisk: the image
-# assembly test (mkfs.ext4, mkfs.vfat, mcopy/mdir, sfdisk).
+# assembly test (mkfs.ext4, mkfs.vfat, mcopy/mdir, sfdisk); baresip-core, linphone-cli: the real
+# SIP phones of the test bed (lab/softphones.py); util-linux: setpriv, which runs them.
 DEB_PACKAGES := debootstrap sip-tester dnsmasq-base prometheus dnsutils iproute2 netcat-openbsd \
                 git curl python3-venv nftables dnsperf openssl procps systemd openssh-client \
-                e2fsprogs dosfstools mtools fdisk
+                e2fsprogs dosfstools mtools fdisk baresip-core linphone-cli util-linux
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # $(call apt-install,PACKAGES[,APT-GET OPTIONS]): installs those of PACKAGES that are missing, so

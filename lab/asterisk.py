@@ -15,6 +15,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.chroot import LabError, lab_root, owner_alive, owner_tag
+from lab.netns import ns_socket
 from lab.ports import free_port
 
 INSTANCES = "srv/synch-lab"
@@ -62,6 +64,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,30}$")
 # Rows of `pjsip show endpoints` / `pjsip show contacts` (not their <Header> lines).
 _ENDPOINT_ROW = re.compile(r"^\s*Endpoint:\s+([^\s/<]+)", re.MULTILINE)
 _CONTACT_ROW = re.compile(r"^\s*Contact:\s+([^\s/<]+)/sip:", re.MULTILINE)
+# AOR, contact URI and status of each row of `pjsip show contacts`.
+_CONTACT_DETAIL = re.compile(
+    r"^\s*Contact:\s+([^\s/<]+)/(sip:\S+)\s+\S+\s+(\S+)", re.MULTILINE
+)
 
 
 class AsteriskInstance:
@@ -215,6 +221,53 @@ class AsteriskInstance:
     def contacts(self) -> set[str]:
         """The AORs with a registered contact (`pjsip show contacts`)."""
         return set(_CONTACT_ROW.findall(self.cli("pjsip show contacts")))
+
+    def contact_details(self) -> dict[str, list[tuple[str, str]]]:
+        """{AOR: [(contact URI, status)]} of `pjsip show contacts`; status is Asterisk's
+        (Avail, Unavail, Unknown, NonQual, Created...)."""
+        found: dict[str, list[tuple[str, str]]] = {}
+        for aor, uri, status in _CONTACT_DETAIL.findall(self.cli("pjsip show contacts")):
+            found.setdefault(aor, []).append((uri, status))
+        return found
+
+    def ami(self, fields: dict[str, str], timeout: float = 10) -> dict[str, str]:
+        """One AMI action (logged in with Events: off, as synch does) over a fresh connection
+        from the instance's namespace; the reply's headers. LabError when the login fails;
+        OSError when AMI cannot be reached or does not answer in `timeout` s."""
+        if self.netns:
+            sock = ns_socket(self.netns, socket.AF_INET, socket.SOCK_STREAM)
+        else:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        with sock:
+            sock.settimeout(timeout)
+            sock.connect((self.ami_host, self.ami_port))
+            reader = sock.makefile("rb")
+            reader.readline()  # the banner
+            login = {"Action": "Login", "Username": self.ami_user, "Secret": self.ami_secret,
+                     "Events": "off"}  # fmt: skip
+            for action in (login, fields):
+                sock.sendall(
+                    "".join(f"{k}: {v}\r\n" for k, v in action.items()).encode() + b"\r\n"
+                )
+                reply: dict[str, str] = {}
+                while (line := reader.readline().decode(errors="replace").strip()) != "":
+                    key, _, value = line.partition(":")
+                    reply.setdefault(key.strip(), value.strip())
+                if action is login and reply.get("Response") != "Success":
+                    raise LabError(f"{self.name}: AMI login refused: {reply}")
+            return reply
+
+    def originate(self, channel: str, ring_seconds: float = 6) -> tuple[bool, str]:
+        """Call `channel` (e.g. PJSIP/2011) and wait until it answers or `ring_seconds` pass
+        (a synchronous AMI Originate into Wait(1)); (answered, Asterisk's message). A channel
+        with no usable contact fails at once."""
+        reply = self.ami(
+            {"Action": "Originate", "Channel": channel, "Application": "Wait", "Data": "1",
+             "Timeout": str(int(ring_seconds * 1000)), "Async": "false",
+             "CallerID": f"{self.name} <{self.name}>"},
+            timeout=ring_seconds + 10,
+        )  # fmt: skip
+        return reply.get("Response") == "Success", reply.get("Message", str(reply))
 
     def channels(self) -> list[list[str]]:
         """`core show channels concise`: channel!context!exten!prio!state!app!data!... split."""

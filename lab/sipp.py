@@ -323,8 +323,10 @@ def sipp_argv(
     remote: tuple[str, int] | None = None,
     options: Sequence[str] = (),
     netns: str | None = None,
+    max_calls: int | None = 1,
 ) -> list[str]:
-    """sipp playing `scenario` for one call (`-m 1`, no keyboard) from `local_ip`
+    """sipp playing `scenario` for one call (`-m 1`; `max_calls=None`: any number, until
+    `timeout`; no keyboard) from `local_ip`
     (`local_port`: its SIP port, default any) with media on `media_port`, failing after
     `timeout` s; `service`: the request URI's user (-s), `auth`: digest user and password,
     `remote`: the server (none for a uas), `options`: more of sipp's options (traces, -aa,
@@ -337,7 +339,7 @@ def sipp_argv(
     argv += ["-i", local_ip]
     if local_port is not None:
         argv += ["-p", str(local_port)]
-    argv += ["-mp", str(media_port), "-m", "1", "-nostdin"]
+    argv += ["-mp", str(media_port), *(["-m", str(max_calls)] if max_calls else []), "-nostdin"]
     argv += ["-timeout", f"{timeout:g}s", "-timeout_error", *options]
     if remote is not None:
         argv.append(_remote(*remote))
@@ -455,7 +457,9 @@ def call(
 
 
 class Uas:
-    """A sipp answering one call on `local_ip:port` (a phone, or the PSTN gateway)."""
+    """A sipp answering one call on `local_ip:port` (a phone, or the PSTN gateway); with
+    `max_calls=None` it answers every call until `timeout` (an answering phone for a whole
+    test module; `-aa` answers the registrar's OPTIONS meanwhile)."""
 
     def __init__(
         self,
@@ -465,6 +469,7 @@ class Uas:
         port: int | None = None,
         timeout: float = 30,
         netns: str | None = None,
+        max_calls: int | None = 1,
     ):
         self.local_ip = local_ip
         self.port = port or free_port("udp", local_ip)
@@ -479,6 +484,7 @@ class Uas:
             timeout=timeout,
             options=("-aa", "-trace_err", "-trace_msg", "-trace_logs"),
             netns=netns,
+            max_calls=max_calls,
         )
         self._proc = subprocess.Popen(
             argv,

@@ -214,9 +214,11 @@ def synch_config(
 # -- the bed ------------------------------------------------------------------------------------
 
 
-def central_files() -> dict[str, str]:
-    """FreePBX PJSIP for HeadOffice and Branch, with registrations as short as the phones'."""
-    files = freepbx_pjsip({"HeadOffice": list(HEADOFFICE_EXTS), BRANCH_SITE: list(PHONE_EXTS)})
+def central_files(extra_exts: tuple[int, ...] = ()) -> dict[str, str]:
+    """FreePBX PJSIP for HeadOffice and Branch (PHONE_EXTS and `extra_exts`), with
+    registrations as short as the phones'."""
+    branch = [*PHONE_EXTS, *extra_exts]
+    files = freepbx_pjsip({"HeadOffice": list(HEADOFFICE_EXTS), BRANCH_SITE: branch})
     return {
         name: text.replace("minimum_expiration=60", "minimum_expiration=5")
         for name, text in files.items()
@@ -274,15 +276,27 @@ class TestBed:
     phones: list[Phone] = field(default_factory=list)
     started_at: float = field(default_factory=time.monotonic)
     dialplan: dict[str, Any] | None = None  # the settings' dialplan section (None: off)
+    # More Branch accounts on the central (for phones a test brings itself, e.g. real
+    # softphones), and whether the bed starts its own sipp phones on PHONE_EXTS.
+    extra_exts: tuple[int, ...] = ()
+    sipp_phones: bool = True
 
     # -- building -------------------------------------------------------------------------------
 
     @classmethod
     def build(
-        cls, workdir: Path, timers: Timers | None = None, dialplan: Mapping[str, Any] | None = None
+        cls,
+        workdir: Path,
+        timers: Timers | None = None,
+        dialplan: Mapping[str, Any] | None = None,
+        *,
+        extra_exts: tuple[int, ...] = (),
+        sipp_phones: bool = True,
     ) -> TestBed:
         """`dialplan`: the `dialplan` section's keys besides `enabled` and `trunk` (which the
-        bed sets), e.g. {"outbound": ["_0XXXXXXXXX"]}; None leaves survivable calling off."""
+        bed sets), e.g. {"outbound": ["_0XXXXXXXXX"]}; None leaves survivable calling off.
+        `extra_exts`: more Branch accounts (synced like PHONE_EXTS); `sipp_phones=False`: no
+        sipp phones (the test brings its own)."""
         timers = timers or Timers()
         hosts: list[Netns] = []
         try:
@@ -301,12 +315,15 @@ class TestBed:
             phones_host,
             Wan(branch_host, central_host),
             dialplan=None if dialplan is None else dict(dialplan),
+            extra_exts=tuple(extra_exts),
+            sipp_phones=sipp_phones,
         )
         try:
             bed._network()
             bed._asterisks()
             bed._synch()
-            bed._phones()
+            if sipp_phones:
+                bed._phones()
         except BaseException:
             bed.close()
             raise
@@ -352,7 +369,7 @@ class TestBed:
             sip_host=CENTRAL_WAN,
             sip_port=5060,
             configs={
-                **central_files(),
+                **central_files(self.extra_exts),
                 **({"voicemail.conf": central_voicemail()} if calling else {}),
             },
         )
@@ -380,7 +397,7 @@ class TestBed:
         # have put the phones' accounts on the branch, before phones come up.
         self.wait_state(30, Monitor="Stable", Service="Normal", Sync="Synced")
         wait_until(
-            lambda: set(PHONE_EXTS) <= self.endpoints(self.branch),
+            lambda: {*PHONE_EXTS, *self.extra_exts} <= self.endpoints(self.branch),
             10,
             message="synced accounts loaded by the branch Asterisk",
         )
@@ -486,7 +503,7 @@ class TestBed:
             message=f"all phones registered at {target}:\n{self.phones_timeline(after)}",
         )
         times = [p.first_ok_at(target, after) for p in self.phones]
-        return max(t for t in times if t is not None)
+        return max((t for t in times if t is not None), default=time.monotonic())
 
     def phones_timeline(self, since: float) -> str:
         return "\n".join(p.timeline(since) for p in self.phones)
