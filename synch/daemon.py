@@ -30,6 +30,7 @@ from synch.metrics import Metrics
 from synch.metrics_http import MetricsHttpServer
 from synch.sdnotify import Notifier
 from synch.services.branch import BranchCheck
+from synch.services.failover import FailoverOverlay
 from synch.services.probing import ProbeService
 from synch.services.status import StatusBoard
 from synch.services.syncing import SyncService, make_sync_job
@@ -65,6 +66,10 @@ class Daemon:
         self.sync = SyncService(settings, job, self.metrics, lambda: self.probes.monitor.state,
                                 self.probes.ami_problem)  # fmt: skip
         self.branch = BranchCheck(branch_client, self.metrics)
+        self.overlay = FailoverOverlay(
+            settings, sync_client, branch_client, job.store, self.metrics,
+            lambda: self.probes.service, self.probes.usable,
+        )  # fmt: skip
         self.dns_state = DnsState(settings.dnsservice, self.probes.service)
         # Every listener's pool fits in the descriptor limit, with room for everything else.
         budget = connection_budget()
@@ -73,7 +78,7 @@ class Daemon:
         self.dns = DnsServers(dns, ds.listenaddress, ds.port, budget.dns_forward, budget.dns_tcp)
         self.board = StatusBoard(
             self.probes, self.sync, [self.probes.details, self._dns_details, self.sync.details,
-                                     self.branch.details],
+                                     self.branch.details, self.overlay.details],
         )  # fmt: skip
         protocol = ControlProtocol(sc.token, sc.admintoken, self.board)
         self.control = ControlServer(protocol, sc.listenaddress, sc.port, max_clients=budget.status)
@@ -84,7 +89,7 @@ class Daemon:
 
     def _wire(self) -> None:
         """Who hears of what: one path for each change."""
-        self.probes.control.listeners += [self._service_changed]
+        self.probes.control.listeners += [self._service_changed, self.overlay.wake]
         self.probes.monitor_listeners += [self.sync.on_monitor_change, self._report]
         # The first sync runs as soon as the central's AMI answers, not one interval later;
         # so does the first after an AMI outage.
@@ -100,11 +105,8 @@ class Daemon:
 
     def _dns_details(self) -> dict[str, object]:
         view = self.dns_state.view
-        return {
-            "DnsName": self.settings.dnsservice.fqdn,
-            "DnsTarget": view.target,
-            "SoaSerial": view.serial,
-        }
+        return {"DnsName": self.settings.dnsservice.fqdn, "DnsTarget": view.target,
+                "SoaSerial": view.serial}  # fmt: skip
 
     def _report(self, old: Monitor | Service, new: Monitor | Service) -> None:
         self._notifier.status(self.board.line())
@@ -140,7 +142,8 @@ class Daemon:
                 self._stop_servers()
                 raise StartupError(f"cannot listen for {what}: {exc.strerror or exc}") from exc
         self._spawn(self.dns.serve_udp)
-        for loop in (self.probes.run, self.sync.run, self.branch.run, self.watchdog.run):
+        for loop in (self.probes.run, self.sync.run, self.branch.run, self.overlay.run,
+                     self.watchdog.run):  # fmt: skip
             self._spawn(loop, self._stop)
         log.info(
             "synch %s started: service %s, %s -> %s, central %s",

@@ -8,7 +8,7 @@ import re
 
 # The managed block of .git/info/exclude. Our lock and in-flight temp files are not
 # configuration; private keys must never enter a history that is copied around with backups.
-OWN_FILES = (".synch.lock", ".*.tmp")
+OWN_FILES = (".synch.lock", ".*.tmp", "pjsip_synch_failover.conf")  # the last: runtime state
 PRIVATE_KEYS = (
     "*.key", "*.pem", "*.p12", "*.pfx", "*.jks", "*.keystore",
     "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", "keys/", "private/",

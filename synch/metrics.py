@@ -216,6 +216,24 @@ class Metrics:
             "Unix time of the last sync cycle, whatever its result (0: never).",
             registry=r,
         )
+        self.mirrored_contacts = Gauge(
+            "synch_mirrored_contacts",
+            "Contacts of synced phones learned from the central, for the branch to call them "
+            "at once after a failover.",
+            registry=r,
+        )
+        self.contact_learns = Counter(
+            "synch_contact_learns",
+            "Looks at the central's contacts (PJSIPShowContacts), by result.",
+            ["result"],
+            registry=r,
+        )
+        self.failover_overlay = Gauge(
+            "synch_failover_overlay_active",
+            "1 while the branch's synced AORs carry the mirrored contacts and short "
+            "registrations (Failover).",
+            registry=r,
+        )
         self.connections_rejected = Counter(
             "synch_connections_rejected",
             "TCP connections closed at accept: client outside dnsservice.allow, over the "
@@ -233,6 +251,8 @@ class Metrics:
             self.sync_runs.labels(result=result)
         for answer in DNS_ANSWERS:
             self.dns_queries.labels(answer=answer)
+        for learned in ("success", "failure"):
+            self.contact_learns.labels(result=learned)
 
     def watch_central(
         self, read: CentralReader, sip_transports: Sequence[str], uplink: bool

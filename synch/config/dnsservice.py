@@ -71,19 +71,26 @@ def _strict_network(text: str) -> bool:
 
 
 def _allow(sec: _Section, default: tuple[str, ...]) -> tuple[str, ...]:
-    """`allow`: networks (`10.0.0.0/8`) or addresses (a /32 or /128); a lone string is a list
+    """`allow`: who may query (see `networks`)."""
+    return networks(
+        sec, "allow", default, '["0.0.0.0/0", "::/0"] answers everyone (an open resolver)'
+    )
+
+
+def networks(sec: _Section, key: str, default: tuple[str, ...], empty_hint: str) -> tuple[str, ...]:
+    """A list of networks (`10.0.0.0/8`) or addresses (a /32 or /128); a lone string is a list
     of one. Host bits set (`10.1.2.3/8`) are cleared: the intent is clear, and a warning says so.
     """
-    node = sec.get("allow")
+    node = sec.get(key)
     if node is None:
         return default
     elements = node.elements if node.kind == "array" else [node]
-    networks: list[str] = []
+    found: list[str] = []
     for n, element in enumerate(elements):
-        key = f"allow[{n}]" if node.kind == "array" else "allow"
+        name = f"{key}[{n}]" if node.kind == "array" else key
         if element.kind != "string":
             sec.problem(
-                key,
+                name,
                 'must be a network ("10.0.0.0/8") or an address in double '
                 f"quotes, got {_describe(element)}",
                 element,
@@ -94,24 +101,19 @@ def _allow(sec: _Section, default: tuple[str, ...]) -> tuple[str, ...]:
             network = ipaddress.ip_network(text, strict=False)
         except ValueError:
             sec.problem(
-                key,
+                name,
                 'must be a network like "192.168.0.0/16" or "fd00::/8", or an '
                 f"address, got {_describe(element)}",
                 element,
             )
             continue
         if not _strict_network(text):
-            sec.warn(key, f"{text} has host bits set: taken as {network}", element)
-        if str(network) not in networks:
-            networks.append(str(network))
+            sec.warn(name, f"{text} has host bits set: taken as {network}", element)
+        if str(network) not in found:
+            found.append(str(network))
     if not elements:
-        sec.problem(
-            "allow",
-            'must list at least one network; ["0.0.0.0/0", "::/0"] '
-            "answers everyone (an open resolver)",
-            node,
-        )
-    return tuple(networks) if networks else default
+        sec.problem(key, f"must list at least one network; {empty_hint}", node)
+    return tuple(found) if found else default
 
 
 def _dns_name(sec: _Section, key: str, default: str) -> str:

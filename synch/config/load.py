@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from synch.config.dialplan import _dialplan
 from synch.config.dnsservice import _dnsservice
+from synch.config.failover import _failover
 from synch.config.reader import _Context, _describe, _Section, _where
 from synch.config.sections import (
     _ami,
@@ -27,6 +28,7 @@ from synch.config.settings import (
     AmiSettings,
     DialplanSettings,
     DnsSettings,
+    FailoverSettings,
     LogLevel,
     MetricsSettings,
     ProbeMonitorSettings,
@@ -75,6 +77,7 @@ _SECTIONS: dict[str, Callable[[_Section], object]] = {
     "servicecontrol": _servicecontrol,
     "metrics": _metrics,
     "dialplan": _dialplan,
+    "failover": _failover,
 }
 
 
@@ -180,6 +183,7 @@ def parse_settings(text: str, source: str = "<string>") -> Settings:
         servicecontrol=_as(built["servicecontrol"], ServiceControlSettings),
         metrics=_as(built["metrics"], MetricsSettings),
         dialplan=_as(built["dialplan"], DialplanSettings),
+        failover=_as(built["failover"], FailoverSettings),
         source=source,
     )
     remote = next(sec for sec in ctx.sections if sec.name == "amiremote")

@@ -147,6 +147,21 @@ class DialplanSettings:
     contexts: tuple[str, ...] = ("from-internal",)
 
 
+# Where phones can be that the branch reaches: the private ranges (RFC 1918, RFC 4193).
+DEFAULT_CONTACT_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+
+
+@dataclass(frozen=True)
+class FailoverSettings:
+    """What the branch adds to the synced AORs (PJSIP) while it serves the phones
+    (synch.sync.mirror)."""
+
+    mirrorcontacts: bool = True  # learn the phones' contacts from the central, use them
+    contactsinterval: float = 120.0  # seconds between two looks at the central's contacts
+    contactnetworks: tuple[str, ...] = DEFAULT_CONTACT_NETWORKS
+    expiration: int = 60  # registrations granted at the branch: 60-90 s; 0 = the central's
+
+
 @dataclass(frozen=True)
 class Settings:
     loglevel: LogLevel = field(default_factory=LogLevel)
@@ -158,6 +173,7 @@ class Settings:
     servicecontrol: ServiceControlSettings = field(default_factory=ServiceControlSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     dialplan: DialplanSettings = field(default_factory=DialplanSettings)
+    failover: FailoverSettings = field(default_factory=FailoverSettings)
     source: str = ""  # path the settings were read from
     # What was accepted but looked wrong (already logged once by parse_settings).
     warnings: tuple[str, ...] = field(default=(), compare=False)

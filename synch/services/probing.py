@@ -216,6 +216,10 @@ class ProbeService:
         else:
             log.warning("%s (%s)", CAUSE_TEXT[cause], probe.error or "no detail")
 
+    def usable(self) -> bool:
+        """The central is Stable and its AMI answered the last probe: it may be asked."""
+        return self.monitor.state is Monitor.STABLE and not self.ami_problem()
+
     def ami_problem(self) -> str:
         """Why the central's AMI cannot be used now ("" if it answered the last probe, or
         before the first probe)."""

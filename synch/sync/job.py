@@ -22,6 +22,7 @@ from synch.gitlog import ConfigHistory, HistoryError
 from synch.sync.conftext import parse_conf_text
 from synch.sync.fetch import CentralSource, Fetched
 from synch.sync.filter import Selector
+from synch.sync.mirror import INCLUDE_LINE, OVERLAY_FILE, prune, synced_aors
 from synch.sync.model import ConfigFile, ConfigParseError
 from synch.sync.outcome import Outcome, SyncFailed, SyncResult
 from synch.sync.plan import Change, accounts, commit_subject, diff, guard, unified_diff
@@ -149,7 +150,7 @@ class SyncJob:
         if problems:
             more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
             raise SyncFailed("refused unsafe central config: " + "; ".join(problems[:5]) + more)
-        new_text = render(fetched.config, self._header())
+        new_text = render(fetched.config, self._header()) + self._footer()
         # The accounts file first; then the dialplan and voicemail files when enabled.
         files = {self.filename: new_text, **self._extras(fetched)}
         count = len(accounts(fetched.config, self.mode))
@@ -178,6 +179,7 @@ class SyncJob:
                     if (words := stage.summary(old_texts, files))
                 )
                 commit = self.store.write(files, subject, self._commit_body(bool(reason)))
+                self._prune_overlay(fetched.config)
         if commit is not None or self.store.reload_owed:
             self.reload()
         self._good(confirmed)
@@ -261,11 +263,16 @@ class SyncJob:
             old_texts = self.store.read(files)
             if all(old_texts[name] == text for name, text in files.items()):
                 return self.history.head() or rev
-            return self.store.write(
+            commit = self.store.write(
                 files,
                 f"rollback: {', '.join(files)} to {rev[:10]}",
                 "Automatic sync paused until `synch resume`.",
             )
+            try:
+                self._prune_overlay(parse_conf_text(files[self.filename]))
+            except ConfigParseError:
+                self.store.write_overlay(OVERLAY_FILE, "")  # nothing it names can be trusted
+            return commit
 
     def reload(self) -> None:
         """Reload the branch's modules for the synced files; SyncFailed if one refuses."""
@@ -285,6 +292,25 @@ class SyncJob:
         if self.mode == "pjsip":
             lines.append(TRANSPORT_NOTE)
         return "\n".join(lines)
+
+    def _footer(self) -> str:
+        """PJSIP: the failover file last, so that its `(+type=aor)` sections find the AORs."""
+        if self.mode != "pjsip":
+            return ""
+        return (
+            "\n; While this branch serves the phones, synch adds their last known contacts and\n"
+            f"; short registrations to the AORs above (empty otherwise).\n{INCLUDE_LINE}\n"
+        )
+
+    def _prune_overlay(self, synced: ConfigFile) -> None:
+        """Under the lock, after the accounts file changed: the failover file must name no
+        AOR that is gone, or Asterisk would refuse the whole accounts file at the reload."""
+        if self.mode != "pjsip":
+            return
+        current = self.store.read_overlay(OVERLAY_FILE)
+        pruned = prune(current, synced_aors(synced)) if current else None
+        if pruned is not None:
+            self.store.write_overlay(OVERLAY_FILE, pruned)
 
     def _commit_body(self, forced: bool) -> str:
         lines = [

@@ -104,6 +104,14 @@ class BranchStore:
                 atomic_write(self.directory / name, text)
         return self.history.commit_files(list(files), subject, body)
 
+    def read_overlay(self, name: str) -> str:
+        """A file synch writes but does not commit (the failover file); "" when absent."""
+        return read_text(self.directory / name) or ""
+
+    def write_overlay(self, name: str, text: str) -> None:
+        """Replace an uncommitted file of ours (kept out of git by the managed exclude block)."""
+        atomic_write(self.directory / name, text)
+
     def files_at(self, rev: str) -> tuple[str, dict[str, str | None]]:
         """(the full commit id of `rev`, each owned file's text there, None where absent)."""
         full = self.history.resolve(rev)

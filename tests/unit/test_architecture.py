@@ -40,6 +40,7 @@ PURE = (
     "synch.sync.plan",
     "synch.sync.render",
     "synch.sync.policy",
+    "synch.sync.mirror",
     "synch.sync.outcome",
     "synch.sync.stages",
     "synch.sync.fetch",
