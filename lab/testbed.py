@@ -85,6 +85,7 @@ class Timers:
     sync_interval: float = 30.0
     retry: float = 1.0  # a phone's retry after a failed registration
     register_timeout: float = 2.5  # one sipp REGISTER exchange at most
+    contacts_interval: float = 5.0  # failover.contactsinterval: synch's look at the contacts
 
     @property
     def errors_to_fail(self) -> int:
@@ -108,6 +109,7 @@ class Timers:
             f"interval={self.interval:g}s timeout={self.timeout:g}s "
             f"failureTolerance={self.failure_tolerance} errorPenaltyPoints={self.error_penalty} "
             f"aliveThreshold={self.alive_threshold} recordttl={self.recordttl}s "
+            f"contactsinterval={self.contacts_interval:g}s "
             f"phone_expires={self.expires}s phone_refresh={self.expires / 2:g}s "
             f"phone_retry={self.retry:g}s"
         )
@@ -207,6 +209,7 @@ def synch_config(
         },
         servicecontrol={"token": TOKEN, "admintoken": ADMIN_TOKEN, "port": STATUS_PORT},
         metrics={"port": METRICS_PORT},
+        failover={"contactsinterval": timers.contacts_interval},
         **extra,
     )
 
