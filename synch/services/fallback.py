@@ -3,9 +3,10 @@ phones are at the branch, the branch Asterisk's calls are counted over AMI (Core
 and the switch to Normal waits until they end, at most `probemonitor.fallbackholdmax` seconds.
 
 The decision is synch.states' (`ServiceControl.review`, `fallback_release`); this module
-counts, in the probe loop (the count that decides is made before the monitor's new state is
-seen, so GetStatus never shows a fallback that is about to be taken back), and reports: the
-log, `FallbackHeld` in GetDetails, `synch_fallback_held` and `synch_fallback_held_calls`.
+counts, in the probe loop, and reports: the log, `FallbackHeld` in GetDetails,
+`synch_fallback_held` and `synch_fallback_held_calls`. The count that decides is made before
+the round is recorded, so the status socket never shows the central Stable with a fallback
+that the count is about to hold or take.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ class FallbackHold:
         try:
             return branch_calls(self.branch)
         except AmiError as exc:
-            log.warning("cannot count the calls at the branch, falling back without waiting: %s",
-                        exc)  # fmt: skip
+            log.warning("cannot count the calls at the branch, so falling back does not wait "
+                        "for them: %s", exc)  # fmt: skip
             return None
 
     def _changed(self, hold: Hold, ended: Release | None) -> None:
@@ -89,9 +90,11 @@ class FallbackHold:
             log.warning("the central failed again while the fallback waited: staying in Failover")
         elif ended is Release.ADMIN:
             log.warning("admin forces Normal while the fallback waited for the branch's calls")
+        elif ended is Release.NO_CALLS:
+            log.info("the calls at the branch ended: falling back after waiting %.0f s", waited)
         else:
-            log.info("falling back after waiting %.0f s for the branch's calls (%s)",
-                     waited, ended.value)  # fmt: skip
+            log.info("falling back after waiting %.0f s: the branch's calls could not be "
+                     "counted", waited)  # fmt: skip
         self.since = None
         self._export(None)
 

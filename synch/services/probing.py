@@ -168,6 +168,9 @@ class ProbeService:
 
     def record(self, probe: ProbeRound) -> None:
         verdict = probe.verdict
+        # Counting the branch's calls waits for its AMI: done before anything of this round is
+        # recorded, so that the status socket sees the whole round or none of it.
+        calls = self.fallback.calls_before(self.monitor, verdict)
         m = self.metrics
         m.probes.labels(result=verdict).inc()
         m.probe_duration.observe(probe.seconds)
@@ -200,7 +203,6 @@ class ProbeService:
         else:
             log.debug("probe of central %s: success in %.3fs", self.where, probe.seconds)
         self._diagnose(probe)
-        calls = self.fallback.calls_before(self.monitor, verdict)  # before anyone sees Stable
         old, new = self.monitor.record(verdict)
         if old != new:
             self.monitor_since = datetime.now()
