@@ -341,3 +341,27 @@ def test_the_central_failing_again_while_held_stays_in_failover() -> None:
         "Failed", "Failover", None,
     )  # fmt: skip
     assert switches == [] and details["Fallbacks"] == 0
+
+
+def test_the_count_comes_before_anything_of_its_round_is_recorded() -> None:
+    # The status socket may answer while the count waits for the branch's AMI: it must see
+    # the previous round whole, never this round's probe counted with the old state.
+    seen: list[tuple[str, int, str]] = []
+
+    class Watched(Branch):
+        def action(
+            self,
+            action: str,
+            headers: Mapping[str, str | Sequence[str]] | None = None,
+            timeout: float | None = None,
+        ) -> AmiReply:
+            details = probes.details()
+            seen.append((details["Monitor"], details["Probes"]["success"], details["Service"]))
+            return super().action(action, headers, timeout)
+
+    probes, _ = service(Watched("c", "c"))
+    fail_over(probes)
+    probes.record(probe_round(S))
+    probes.record(probe_round(S))
+    assert seen == [("Unstable", 3, "Failover")]  # two rounds before, one since the outage
+    assert (probes.monitor.state, probes.service) == (Monitor.STABLE, FAILOVER)
