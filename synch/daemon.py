@@ -61,7 +61,7 @@ class Daemon:
             client_for(settings.amilocal, name="branch"),
         )
         probe_client, sync_client, branch_client = self._clients
-        self.probes = ProbeService(settings, probe_client, self.metrics)
+        self.probes = ProbeService(settings, probe_client, self.metrics, branch_client)
         job = make_sync_job(settings, sync_client, branch_client)
         self.sync = SyncService(settings, job, self.metrics, lambda: self.probes.monitor.state,
                                 self.probes.ami_problem)  # fmt: skip

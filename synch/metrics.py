@@ -203,6 +203,16 @@ class Metrics:
             "1 while an admin override (Failover/Normal) holds the service state.",
             registry=r,
         )
+        self.fallback_held = Gauge(
+            "synch_fallback_held",
+            "1 while falling back to the central waits for the branch's calls to end.",
+            registry=r,
+        )
+        self.fallback_held_calls = Gauge(
+            "synch_fallback_held_calls",
+            "Calls up at the branch that the waiting fallback waits for (0: none waits).",
+            registry=r,
+        )
         self.sync_paused = Gauge(
             "synch_sync_paused",
             "1 while automatic sync is paused after a rollback (until `synch resume`).",

@@ -16,7 +16,7 @@ failing moves no phone; it stops the sync (no sync without AMI), which the sync 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from synch.states import Monitor
@@ -164,6 +164,10 @@ class ProbeMonitor:
         if self.state is Monitor.STABLE and old is not Monitor.STABLE:
             self.points = 0
         return old, self.state
+
+    def next_state(self, result: ProbeResult) -> Monitor:
+        """The state `record(result)` would give, recording nothing."""
+        return replace(self).record(result)[1]
 
     def _verdict(self) -> Monitor:
         if self.ok >= self.alive_threshold:

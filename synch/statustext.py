@@ -69,7 +69,30 @@ def _phones(details: dict[str, object], now: datetime) -> str:
         return "Where the phones are sent is not known yet."
     if details.get("Forced"):
         text += " An admin forced this."
+    elif service == "Failover":
+        text += _fallback_held(details.get("FallbackHeld"))
     return text
+
+
+def _fallback_held(held: object) -> str:
+    """The fallback waiting for the branch's calls, as a sentence (with a leading space)."""
+    if not isinstance(held, dict):
+        return ""
+    calls, until = held.get("Calls"), _when(held.get("Until"))
+    since = _when(held.get("Since"))
+    if isinstance(calls, int) and calls > 1:
+        what = f"its {calls} calls end"
+    elif calls == 1:
+        what = "its call ends"
+    else:
+        what = "its calls end"
+    bound = []
+    if since and until:
+        bound.append(f"at most {_duration((until - since).total_seconds())}")
+    if until:
+        bound.append(f"until {until:%H:%M:%S}")
+    limit = f" ({', '.join(bound)})" if bound else ""
+    return f" The central answers again; phones stay at the branch until {what}{limit}."
 
 
 def _last_sync(details: dict[str, object], now: datetime) -> str:

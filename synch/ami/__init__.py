@@ -4,8 +4,8 @@ pyst2 gives us the reader greenlets and the message framing rules. What it lacks
 each in the module that owns it:
 - `message`: replies rebuilt from the raw lines (order, duplicate keys and whole values
   kept), the errors, and `AmiLike`, what callers need of a client. Pure.
-- `actions`: GetConfig, CoreStatus, Reload and the probe over any `AmiLike`, and what a
-  refusal means for the operator (`write = config` missing, ...). Pure.
+- `actions`: GetConfig, CoreStatus, Reload, CoreShowChannels and the probe over any
+  `AmiLike`, and what a refusal means for the operator (`write = config` missing, ...). Pure.
 - `framing`: pyst2's framing rules applied chunk by chunk (pyst2 reads one byte per recv),
   with a plain reply (e.g. GetConfig, 200,000 lines for 10k accounts) found and parsed in
   bulk while it is still arriving. Pure.
@@ -27,6 +27,7 @@ layer can speak of AMI without loading a transport; the client is `synch.ami.cli
 """
 
 from synch.ami.actions import (
+    branch_calls,
     core_status,
     get_config,
     pjsip_contacts,
@@ -48,6 +49,7 @@ __all__ = [
     "AmiReply",
     "AmiResponseError",
     "AmiTransportError",
+    "branch_calls",
     "core_status",
     "get_config",
     "parse_reply",

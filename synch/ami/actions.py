@@ -10,6 +10,7 @@ import time
 
 from synch.ami.message import AmiError, AmiLike, AmiReply, AmiResponseError
 from synch.probe import ProbeResult
+from synch.states import BranchCalls
 
 # What the central's manager.conf user needs for an action (FACTS: write= permissions).
 PERMISSION_HINTS = {
@@ -19,6 +20,7 @@ PERMISSION_HINTS = {
     "createconfig": "`write = config`",
     "reload": "`write = config` (or system)",
     "command": "`write = command`",
+    "coreshowchannels": "`write = reporting` (or system)",
 }
 
 
@@ -100,3 +102,14 @@ def pjsip_contacts(client: AmiLike, timeout: float | None = None) -> tuple[AmiRe
     """Every PJSIP contact the peer holds: PJSIPShowContacts' ContactList events (headers
     ObjectName, Endpoint, Uri, ViaAddr, ViaPort, ExpirationTime, UserAgent, Status, ...)."""
     return client.action("PJSIPShowContacts", timeout=timeout).events
+
+
+def branch_calls(client: AmiLike, timeout: float | None = None) -> BranchCalls:
+    """The channels up on the peer (CoreShowChannels' CoreShowChannel events, as large as the
+    client's reply cap allows) and the calls they make: channels sharing a Linkedid are one
+    call (two phones talking, or a phone and a trunk: 2 channels, 1 call)."""
+    events = client.action("CoreShowChannels", timeout=timeout).events
+    calls = {
+        event.get("Linkedid") or event.get("Uniqueid") or event.get("Channel") for event in events
+    }
+    return BranchCalls(calls=len(calls), channels=len(events))

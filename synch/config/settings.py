@@ -59,6 +59,8 @@ class ProbeMonitorSettings:
     sipuser: str = ""  # the probe's From user; "" = the first synced account, else "synch"
     # TCP connects beyond the WAN that tell "our uplink is down" from "the central is down"
     uplinkcheck: tuple[Endpoint, ...] = ()
+    # seconds a fallback may wait while the branch has calls up; 0 = falls back at once
+    fallbackholdmax: float = 300.0
 
 
 @dataclass(frozen=True)

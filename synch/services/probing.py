@@ -2,7 +2,8 @@
 OPTIONS per transport probed (to `dnsservice.targetnormal`, where the phones go) and the uplink
 check, all at once, each bounded by the probe timeout — accounted by synch.probe
 (`ProbeRound.verdict` into `ProbeMonitor`), and the service state follows
-(synch.states.ServiceControl).
+(synch.states.ServiceControl); falling back waits while the branch has calls up
+(synch.services.fallback).
 
 One path for a probe result: `run` → `probe_round` → `record` → monitor → service control
 → the service-change listeners the controller registered (the DNS zone, systemd's status line).
@@ -21,11 +22,12 @@ from typing import Any
 import gevent
 import gevent.event
 
-from synch.ami import probe_once
+from synch.ami import AmiLike, probe_once
 from synch.ami.client import AmiClient
 from synch.config import Settings
 from synch.metrics import CentralView, Metrics
 from synch.probe import CAUSE_TEXT, Cause, Check, ProbeMonitor, ProbeResult, ProbeRound
+from synch.services.fallback import FallbackHold
 from synch.sip.client import options_probe
 from synch.sip.message import is_sip_user
 from synch.states import Monitor, Service, ServiceControl
@@ -39,15 +41,22 @@ DEFAULT_SIP_USER = "synch"  # the probe's From user until an account is synced
 
 
 class ProbeService:
-    def __init__(self, settings: Settings, client: AmiClient, metrics: Metrics):
+    def __init__(
+        self, settings: Settings, client: AmiClient, metrics: Metrics, branch: AmiLike | None = None
+    ):
+        """`branch`: the branch Asterisk's AMI, whose calls a fallback waits for (None: none
+        waits)."""
         pm = settings.probemonitor
         self.interval = pm.interval
         self.timeout = settings.probe_timeout
         self.client = client
         self.metrics = metrics
         self.monitor = ProbeMonitor(pm.failuretolerance, pm.alivethreshold, pm.errorpenaltypoints)
-        self.control = ServiceControl(automatic=Service(settings.dnsservice.defaultstate))
+        self.control = ServiceControl(
+            automatic=Service(settings.dnsservice.defaultstate), holdmax=pm.fallbackholdmax
+        )
         self.control.listeners.append(self._count_switch)
+        self.fallback = FallbackHold(self.control, branch, metrics)
         # The SIP service where the phones go: the address DNS gives them in Normal.
         self.sip_host = settings.dnsservice.targetnormal
         self.sip_ports = {t: pm.siptlsport if t == "tls" else pm.sipport for t in pm.siptransports}
@@ -159,6 +168,9 @@ class ProbeService:
 
     def record(self, probe: ProbeRound) -> None:
         verdict = probe.verdict
+        # Counting the branch's calls waits for its AMI: done before anything of this round is
+        # recorded, so that the status socket sees the whole round or none of it.
+        calls = self.fallback.calls_before(self.monitor, verdict)
         m = self.metrics
         m.probes.labels(result=verdict).inc()
         m.probe_duration.observe(probe.seconds)
@@ -199,9 +211,11 @@ class ProbeService:
                 "monitor %s -> %s (ok=%d points=%d)",
                 old.value, new.value, self.monitor.ok, self.monitor.points,
             )  # fmt: skip
-            self.control.on_monitor_change(old, new)
+            self.control.on_monitor_change(old, new, now=time.monotonic(), calls=calls)
             for listener in self.monitor_listeners:
                 listener(old, new)
+        else:
+            self.fallback.review()
         if first_answer or (ami_back and new is Monitor.STABLE):
             for callback in self.ami_answers:
                 callback()
@@ -294,5 +308,6 @@ class ProbeService:
             "OutageText": CAUSE_TEXT[self.cause],
             "Failovers": self.failovers,
             "Fallbacks": self.fallbacks,
+            **self.fallback.details(),
         })  # fmt: skip
         return details

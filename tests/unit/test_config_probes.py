@@ -66,3 +66,13 @@ def test_bad_values_are_refused_naming_the_key(
     problems = problem(probemonitor=values)
     assert key in problems, problems
     assert words in problems[key]
+
+
+def test_fallbackholdmax_defaults_to_five_minutes_and_zero_turns_it_off() -> None:
+    assert parse().probemonitor.fallbackholdmax == 300.0
+    assert parse(probemonitor={"FallbackHoldMax": 0}).probemonitor.fallbackholdmax == 0.0
+    assert parse(probemonitor={"fallbackholdmax": "90"}).probemonitor.fallbackholdmax == 90.0
+    for bad, words in ((-1, "at least 0"), ("soon", "must be a number"), (10**7, "at most")):
+        assert words in problem(probemonitor={"fallbackholdmax": bad})[
+            "probemonitor.fallbackholdmax"
+        ]

@@ -105,3 +105,20 @@ def test_what_is_down_is_said() -> None:
         OutageText="our uplink is down: no uplink check target answers",
     ))  # fmt: skip
     assert uplink[0].endswith(" Diagnosis: our uplink is down: no uplink check target answers.")
+
+
+def test_a_fallback_waiting_for_the_branchs_calls() -> None:
+    held = {"Since": "20261129115956", "Until": "20261129120456", "Calls": 2, "Channels": 4}
+    lines = describe(details(Service="Failover", DnsTarget="192.168.1.10", FallbackHeld=held))
+    assert lines[1].endswith(
+        " The central answers again; phones stay at the branch until its 2 calls end "
+        "(at most 5 min, until 12:04:56)."
+    )
+    one = describe(details(Service="Failover", FallbackHeld={**held, "Calls": 1}))
+    assert "until its call ends (at most 5 min" in one[1]
+    partial = describe(details(Service="Failover", FallbackHeld={"Calls": None}))
+    assert partial[1].endswith(" phones stay at the branch until its calls end.")
+    # Nothing waits (null), or an admin holds the phones at the branch: no such sentence.
+    for extra in ({"FallbackHeld": None}, {"Forced": True, "FallbackHeld": held}):
+        text = "\n".join(describe(details(Service="Failover", **extra)))
+        assert "answers again" not in text and "None" not in text
