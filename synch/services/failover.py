@@ -70,6 +70,7 @@ class FailoverOverlay:
         self.active: bool | None = None  # None: not known yet (the file is set at start)
         self._next_learn = 0.0
         self._warned_include = False
+        self._reload_owed = False
         self._load()
 
     def wake(self, *_: object) -> None:
@@ -164,8 +165,11 @@ class FailoverOverlay:
     def _apply(self, on: bool) -> None:
         try:
             changed, aors = self._write(on)
-            if changed:
+            # A reload that failed is owed even when the file is already as wanted.
+            self._reload_owed |= changed
+            if self._reload_owed:
                 reload_module(self.branch, "res_pjsip.so")
+                self._reload_owed = False
         except (AmiError, OSError, SyncFailed) as exc:
             log.error("failover file %s: %s; trying again", OVERLAY_FILE, exc)
             self.active = None
