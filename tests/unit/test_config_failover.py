@@ -18,8 +18,8 @@ def test_defaults_mirror_contacts_on_private_networks_with_60_s_registrations() 
 
 
 def test_keys_are_read_case_insensitively_and_a_lone_network_is_a_list() -> None:
-    fo = parse(failover={"MirrorContacts": False, "ContactsInterval": 30,
-                         "ContactNetworks": "192.168.7.0/24", "Expiration": 0}).failover  # fmt: skip
+    keys = {"MirrorContacts": False, "ContactsInterval": 30}
+    fo = parse(failover={**keys, "ContactNetworks": "192.168.7.0/24", "Expiration": 0}).failover
     assert fo == FailoverSettings(False, 30.0, ("192.168.7.0/24",), 0)
 
 

@@ -24,6 +24,13 @@ SYNCED = (
 )
 
 
+def pjsip_settings(directory: Path) -> Settings:
+    sm = SyncManagerSettings(
+        mode="pjsip", localconfigspath=str(directory), localfilename="pjsip_synch.conf"
+    )
+    return Settings(syncmanager=sm)
+
+
 class FakeAmi:
     def __init__(self, name: str, contacts: Sequence[Mapping[str, str]] = ()):
         self.name = name
@@ -123,8 +130,7 @@ def test_a_restart_during_an_outage_uses_the_saved_contacts(tmp_path: Path) -> N
     bed = Bed(tmp_path)
     bed.overlay.step()
     bed.usable, bed.service = False, Service.FAILOVER
-    again = bed.make(Settings(syncmanager=SyncManagerSettings(
-        mode="pjsip", localconfigspath=str(bed.dir), localfilename="pjsip_synch.conf")))  # fmt: skip
+    again = bed.make(pjsip_settings(bed.dir))
     again.step()
     assert "contact=sip:1001@192.168.1.50:5060" in bed.file
 
@@ -135,8 +141,7 @@ def test_a_tampered_state_file_is_checked_again(tmp_path: Path) -> None:
         "1001": ["sip:1001@192.168.1.50:5060\n[evil]"], "1002": ["sip:1002@192.168.1.52"],
     }}))  # fmt: skip
     bed.service, bed.usable = Service.FAILOVER, False
-    overlay = bed.make(Settings(syncmanager=SyncManagerSettings(
-        mode="pjsip", localconfigspath=str(bed.dir), localfilename="pjsip_synch.conf")))  # fmt: skip
+    overlay = bed.make(pjsip_settings(bed.dir))
     assert overlay.contacts == {"1002": ("sip:1002@192.168.1.52",)}
     (bed.dir / ".git" / STATE_NAME).write_text("{not json")
     assert bed.make(Settings()).contacts == {}
@@ -159,9 +164,10 @@ def test_a_central_that_cannot_list_contacts_keeps_the_known_ones(tmp_path: Path
     bed.central.fail = AmiTransportError("central AMI: timeout")
     bed.overlay.step()
     assert bed.overlay.contacts == {"1001": ("sip:1001@192.168.1.50:5060",)}
-    assert bed.metrics.registry.get_sample_value(
-        "synch_contact_learns_total", {"result": "failure"}
-    ) == 1
+    assert (
+        bed.metrics.registry.get_sample_value("synch_contact_learns_total", {"result": "failure"})
+        == 1
+    )
 
 
 @pytest.mark.parametrize("failover", [{"mirrorcontacts": False}, {"expiration": 0}])
