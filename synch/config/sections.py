@@ -8,7 +8,7 @@ import os
 import re
 
 from synch.config.addresses import parse_endpoint
-from synch.config.reader import _CONTROL, MAX_COUNT, _describe, _Section
+from synch.config.reader import _CONTROL, MAX_COUNT, MAX_SECONDS, _describe, _Section
 from synch.config.settings import (
     DEFAULT_UPLINK_PORT,
     AmiSettings,
@@ -48,6 +48,10 @@ def _probemonitor(sec: _Section) -> ProbeMonitorSettings:
         siptlsport=sec.port("siptlsport", d.siptlsport),
         sipuser=_sip_user(sec, d.sipuser),
         uplinkcheck=_uplink_check(sec),
+        failoverbudgettarget=sec.real(
+            "failoverbudgettarget", d.failoverbudgettarget, low=0.0, high=MAX_SECONDS,
+            low_inclusive=True,
+        ),
     )
 
 

@@ -44,6 +44,8 @@ class LogLevel:
 
 
 DEFAULT_UPLINK_PORT = 53  # uplinkcheck targets without a port: a resolver's TCP port
+# Seconds a phone may stay unreachable after a cut before synch warns (synch.budget); 0 = never.
+DEFAULT_FAILOVER_BUDGET_TARGET = 120.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ class ProbeMonitorSettings:
     sipuser: str = ""  # the probe's From user; "" = the first synced account, else "synch"
     # TCP connects beyond the WAN that tell "our uplink is down" from "the central is down"
     uplinkcheck: tuple[Endpoint, ...] = ()
+    # The worst case synch.budget computes is compared with it: warned about when larger; 0 = off
+    failoverbudgettarget: float = DEFAULT_FAILOVER_BUDGET_TARGET
 
 
 @dataclass(frozen=True)

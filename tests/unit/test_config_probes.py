@@ -66,3 +66,16 @@ def test_bad_values_are_refused_naming_the_key(
     problems = problem(probemonitor=values)
     assert key in problems, problems
     assert words in problems[key]
+
+
+def test_failover_budget_target_defaults_to_two_minutes_and_zero_turns_it_off() -> None:
+    assert parse().probemonitor.failoverbudgettarget == 120
+    assert parse(probemonitor={"FailoverBudgetTarget": 0}).probemonitor.failoverbudgettarget == 0
+    assert parse(probemonitor={"failoverbudgettarget": "90.5"}).probemonitor.failoverbudgettarget \
+        == 90.5
+
+
+@pytest.mark.parametrize("value", [-1, "soon", 8 * 86400])
+def test_a_bad_failover_budget_target_is_refused_naming_the_key(value: Any) -> None:
+    problems = problem(probemonitor={"failoverbudgettarget": value})
+    assert "probemonitor.failoverbudgettarget" in problems, problems
