@@ -30,6 +30,7 @@ from synch.metrics import Metrics
 from synch.metrics_http import MetricsHttpServer
 from synch.sdnotify import Notifier
 from synch.services.branch import BranchCheck
+from synch.services.budget import BudgetService
 from synch.services.probing import ProbeService
 from synch.services.status import StatusBoard
 from synch.services.syncing import SyncService, make_sync_job
@@ -65,6 +66,7 @@ class Daemon:
         self.sync = SyncService(settings, job, self.metrics, lambda: self.probes.monitor.state,
                                 self.probes.ami_problem)  # fmt: skip
         self.branch = BranchCheck(branch_client, self.metrics)
+        self.budget = BudgetService(settings, self.metrics)
         self.dns_state = DnsState(settings.dnsservice, self.probes.service)
         # Every listener's pool fits in the descriptor limit, with room for everything else.
         budget = connection_budget()
@@ -73,7 +75,7 @@ class Daemon:
         self.dns = DnsServers(dns, ds.listenaddress, ds.port, budget.dns_forward, budget.dns_tcp)
         self.board = StatusBoard(
             self.probes, self.sync, [self.probes.details, self._dns_details, self.sync.details,
-                                     self.branch.details],
+                                     self.branch.details, self.budget.details],
         )  # fmt: skip
         protocol = ControlProtocol(sc.token, sc.admintoken, self.board)
         self.control = ControlServer(protocol, sc.listenaddress, sc.port, max_clients=budget.status)
@@ -89,6 +91,8 @@ class Daemon:
         # The first sync runs as soon as the central's AMI answers, not one interval later;
         # so does the first after an AMI outage.
         self.probes.ami_answers.append(self.sync.wake)
+        # A sync that changed the synced file may change the failover budget.
+        self.sync.listeners.append(self.budget.after_sync)
         self.metrics.watch_states(
             lambda: (self.probes.monitor.state, self.sync.state, self.probes.service)
         )
@@ -147,6 +151,7 @@ class Daemon:
             __version__, self.probes.service.value, ds.fqdn, self.dns_state.view.target,
             self.probes.describe(),
         )  # fmt: skip
+        self.budget.refresh("at start")
         self._notifier.ready(self.board.line())
 
     def _spawn(self, func: Callable[..., None], *args: Any) -> None:

@@ -1,0 +1,102 @@
+"""The failover budget of this site (synch.budget), kept current: computed at start and again
+after each sync that changed the synced file, exported as metrics, logged when it changes,
+and offered to GetDetails (`FailoverBudget`).
+
+The inputs are all on the branch, so the budget is known offline: the settings, and the
+central's AOR limits as the synced file holds them (`site_budget` reads it, for the daemon and
+for `synch check-config`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from synch.budget import CUT_TERMS, Budget, Timers, compute, registration_limit
+from synch.config import Settings
+
+if TYPE_CHECKING:
+    from synch.metrics import Metrics
+    from synch.sync.outcome import Outcome
+
+log = logging.getLogger("synch")
+
+
+def synced_file(settings: Settings) -> Path:
+    sm = settings.syncmanager
+    return Path(sm.localconfigspath) / sm.localfilename
+
+
+def site_budget(settings: Settings, *, contacts_mirrored: bool = False) -> Budget:
+    """The budget from the settings and the synced file as it is on disk now (missing, or not
+    to be opened: Asterisk's defaults, and the reason in the registration term)."""
+    path = synced_file(settings)
+    text: str | None = None
+    note = ""
+    try:
+        text = path.read_text("utf-8", errors="replace")
+    except FileNotFoundError:
+        note = f"no synced file yet ({path})"
+    except OSError as exc:
+        note = f"could not open {path}: {exc.strerror or exc}"
+    limit = registration_limit(text, settings.syncmanager.mode, note)
+    return compute(Timers.of(settings), limit, contacts_mirrored=contacts_mirrored)
+
+
+class BudgetService:
+    """Holds the current budget; `refresh` recomputes it when the synced file changed."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, contacts_mirrored: bool = False):
+        self.settings = settings
+        self.metrics = metrics
+        self.contacts_mirrored = contacts_mirrored
+        self.path = synced_file(settings)
+        self.budget: Budget | None = None
+        self._stamp: tuple[int, int] | None = None  # the synced file's (mtime, size) last read
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def refresh(self, why: str) -> Budget:
+        """Compute the budget again if the synced file changed since the last time (or on the
+        first call); export it; log it when it is new or different."""
+        stamp = self._file_stamp()
+        if self.budget is not None and stamp == self._stamp:
+            return self.budget
+        old, self._stamp = self.budget, stamp
+        budget = self.budget = site_budget(self.settings, contacts_mirrored=self.contacts_mirrored)
+        self._export(budget)
+        if old is None or old.as_dict() != budget.as_dict():
+            self._log(budget, why)
+        return budget
+
+    def after_sync(self, outcome: Outcome) -> None:
+        """A sync cycle ended: the synced file may have changed."""
+        self.refresh("after a sync")
+
+    def _export(self, budget: Budget) -> None:
+        m = self.metrics
+        m.failover_budget.set(budget.seconds)
+        m.fallback_budget.set(budget.home_seconds)
+        m.failover_budget_target.set(budget.target)
+        for term in CUT_TERMS:
+            m.failover_budget_terms.labels(term=term.value).set(budget.term(term))
+
+    def _log(self, budget: Budget, why: str) -> None:
+        if budget.over_target:
+            log.warning(
+                "failover budget (%s): %s, more than probemonitor.failoverbudgettarget: %s",
+                why, budget.summary(), budget.advice,
+            )  # fmt: skip
+        else:
+            log.info("failover budget (%s): %s", why, budget.summary())
+
+    def details(self) -> dict[str, object]:
+        budget = self.budget if self.budget is not None else self.refresh("at start")
+        return {"FailoverBudget": budget.as_dict()}
