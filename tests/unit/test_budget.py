@@ -4,6 +4,7 @@ the registration bound read from a synced chan_sip or PJSIP file, Asterisk's def
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,7 @@ def pjsip(text: str) -> RegistrationLimit:
     return registration_limit(text, "pjsip")
 
 
-def seconds(limit: float, **timers: float) -> Budget:
+def seconds(limit: float, **timers: Any) -> Budget:
     registration = RegistrationLimit(limit, "maximum_expiration", "pjsip", explicit=True,
                                      accounts=("1001",))  # fmt: skip
     return compute(replace(SHIPPED, **timers), registration)
