@@ -14,7 +14,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from synch import __version__
-from synch.budget import CUT_TERMS
+from synch.budget import CUT_TERMS, Budget
 from synch.dns.resolver import Answer
 from synch.probe import Cause, ProbeResult
 from synch.states import Monitor, Service, SyncState
@@ -261,6 +261,14 @@ class Metrics:
             self.sync_runs.labels(result=result)
         for answer in DNS_ANSWERS:
             self.dns_queries.labels(answer=answer)
+
+    def show_budget(self, budget: Budget) -> None:
+        """Export a failover budget (synch.budget): its totals, target and terms."""
+        self.failover_budget.set(budget.seconds)
+        self.fallback_budget.set(budget.home_seconds)
+        self.failover_budget_target.set(budget.target)
+        for term in CUT_TERMS:
+            self.failover_budget_terms.labels(term=term.value).set(budget.term(term))
 
     def watch_central(
         self, read: CentralReader, sip_transports: Sequence[str], uplink: bool

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from synch.budget import CUT_TERMS, Budget, Timers, compute, registration_limit
+from synch.budget import Budget, Timers, compute, registration_limit
 from synch.config import Settings
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ class BudgetService:
             return self.budget
         old, self._stamp = self.budget, stamp
         budget = self.budget = site_budget(self.settings, contacts_mirrored=self.contacts_mirrored)
-        self._export(budget)
+        self.metrics.show_budget(budget)
         if old is None or old.as_dict() != budget.as_dict():
             self._log(budget, why)
         return budget
@@ -79,14 +79,6 @@ class BudgetService:
     def after_sync(self, outcome: Outcome) -> None:
         """A sync cycle ended: the synced file may have changed."""
         self.refresh("after a sync")
-
-    def _export(self, budget: Budget) -> None:
-        m = self.metrics
-        m.failover_budget.set(budget.seconds)
-        m.fallback_budget.set(budget.home_seconds)
-        m.failover_budget_target.set(budget.target)
-        for term in CUT_TERMS:
-            m.failover_budget_terms.labels(term=term.value).set(budget.term(term))
 
     def _log(self, budget: Budget, why: str) -> None:
         if budget.over_target:
