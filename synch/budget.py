@@ -130,8 +130,9 @@ def registration_limit(text: str | None, mode: str, note: str = "") -> Registrat
     if text is not None:
         try:
             config = parse_conf_text(text)
-        except ConfigParseError as exc:
-            note = note or f"the synced file does not parse ({exc})"
+        except ConfigParseError:
+            # Its content is not quoted: the file may not be what synch wrote.
+            note = note or "the synced file does not parse"
     if mode == "sip":
         return _chan_sip_limit(config, note)
     return _pjsip_limit(config, note)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,18 +30,34 @@ def synced_file(settings: Settings) -> Path:
     return Path(sm.localconfigspath) / sm.localfilename
 
 
+# A synced file larger than this is not read (10,000 FreePBX accounts make about 6 MB).
+MAX_SYNCED_BYTES = 64 * 1024 * 1024
+
+
+def read_synced(path: Path) -> tuple[str | None, str]:
+    """The synced file's text, or None and why not. Only a regular file of a sane size is read:
+    `check-config` may run as root in a directory the service user owns."""
+    try:
+        # O_NONBLOCK: a FIFO planted there must not hang the reader (no effect on a file).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                return None, f"{path} is not a regular file"
+            if st.st_size > MAX_SYNCED_BYTES:
+                return None, f"{path} is larger than {MAX_SYNCED_BYTES // 2**20} MB"
+            data = f.read(MAX_SYNCED_BYTES + 1)
+    except FileNotFoundError:
+        return None, f"no synced file yet ({path})"
+    except OSError as exc:
+        return None, f"could not open {path}: {exc.strerror or exc}"
+    return data.decode("utf-8", errors="replace"), ""
+
+
 def site_budget(settings: Settings, *, contacts_mirrored: bool = False) -> Budget:
     """The budget from the settings and the synced file as it is on disk now (missing, or not
-    to be opened: Asterisk's defaults, and the reason in the registration term)."""
-    path = synced_file(settings)
-    text: str | None = None
-    note = ""
-    try:
-        text = path.read_text("utf-8", errors="replace")
-    except FileNotFoundError:
-        note = f"no synced file yet ({path})"
-    except OSError as exc:
-        note = f"could not open {path}: {exc.strerror or exc}"
+    to be read: Asterisk's defaults, and the reason in the registration term)."""
+    text, note = read_synced(synced_file(settings))
     limit = registration_limit(text, settings.syncmanager.mode, note)
     return compute(Timers.of(settings), limit, contacts_mirrored=contacts_mirrored)
 

@@ -103,3 +103,17 @@ def test_no_target_is_exported_as_zero(tmp_path: Path) -> None:
     metrics = Metrics()
     BudgetService(settings_for(tmp_path, failoverbudgettarget=0), metrics).refresh("at start")
     assert gauge(metrics, "synch_failover_budget_target_seconds") == 0
+
+
+def test_only_a_regular_synced_file_is_read_and_never_quoted(tmp_path: Path) -> None:
+    (tmp_path / "pjsip_synch.conf").symlink_to("/dev/zero")
+    budget = site_budget(settings_for(tmp_path))
+    assert budget.registration.seconds == 7200
+    assert "is not a regular file" in budget.registration.note
+    (tmp_path / "pjsip_synch.conf").unlink()
+    os.mkfifo(tmp_path / "pjsip_synch.conf")  # opening it must not wait for a writer
+    assert "is not a regular file" in site_budget(settings_for(tmp_path)).registration.note
+    (tmp_path / "pjsip_synch.conf").unlink()
+    (tmp_path / "pjsip_synch.conf").write_text("root:secret-hash:19000:0:99999:7:::\n")
+    note = site_budget(settings_for(tmp_path)).registration.note
+    assert note == "the synced file does not parse" and "secret" not in note
