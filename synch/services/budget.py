@@ -71,14 +71,15 @@ class BudgetService:
         self.contacts_mirrored = contacts_mirrored
         self.path = synced_file(settings)
         self.budget: Budget | None = None
-        self._stamp: tuple[int, int] | None = None  # the synced file's (mtime, size) last read
+        # The synced file's (inode, mtime, size) when last read: a sync replaces it by a rename.
+        self._stamp: tuple[int, int, int] | None = None
 
-    def _file_stamp(self) -> tuple[int, int] | None:
+    def _file_stamp(self) -> tuple[int, int, int] | None:
         try:
             st = os.stat(self.path)
         except OSError:
             return None
-        return (st.st_mtime_ns, st.st_size)
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def refresh(self, why: str) -> Budget:
         """Compute the budget again if the synced file changed since the last time (or on the
