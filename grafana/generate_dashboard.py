@@ -78,6 +78,7 @@ BRANCH_AMI = (("Down", "red"), ("Up", "green"))
 UP = (("Down", "red"), ("Up", "green"))
 FORCED = (("Auto", "green"), ("Forced", "orange"))
 PAUSED = (("Running", "green"), ("Paused", "orange"))
+BUDGET = (("Within", "green"), ("Over", "orange"))
 
 
 P = TypeVar("P", timeseries.Panel, stat.Panel, statetimeline.Panel)
@@ -300,6 +301,52 @@ def service_row(d: Dashboard) -> Dashboard:
             "Probe monitor: Stable, Unstable, Failed.",
             "synch_monitor_state",
             MONITOR,
+        )
+    )
+    return budget_panels(d)
+
+
+def budget_panels(d: Dashboard) -> Dashboard:
+    """The failover budget: worst cases computed from the branch's settings and synced AORs."""
+    d = d.with_panel(
+        single(
+            "Failover budget",
+            "Worst-case seconds a phone is unreachable after a cut (detection + DNS TTL + the "
+            "wait for its next REGISTER), and until every phone is back on the central once it "
+            "answers again. `synch check-config` on the branch explains each term.",
+            [
+                Target(f"synch_failover_budget_seconds{{{SEL}}}", "{{instance}} after a cut"),
+                Target(f"synch_fallback_budget_seconds{{{SEL}}}", "{{instance}} back home"),
+            ],
+            unit="s",
+            thresholds=((None, "green"), (120, "orange"), (600, "red")),
+            w=8,
+        )
+    )
+    over = (
+        f"max by (instance) ((synch_failover_budget_seconds{{{SEL}}} > bool "
+        f"synch_failover_budget_target_seconds{{{SEL}}}) * "
+        f"(synch_failover_budget_target_seconds{{{SEL}}} > bool 0))"
+    )
+    d = d.with_panel(
+        single(
+            "Budget vs target",
+            "Over: the failover budget is more than probemonitor.failoverbudgettarget (the "
+            "alert SynchFailoverBudgetHigh after an hour). A target of 0 is never over.",
+            [Target(over, "{{instance}}")],
+            mappings=state_mappings(BUDGET),
+            w=4,
+        )
+    )
+    d = d.with_panel(
+        single(
+            "Failover budget terms",
+            "What the budget after a cut is made of: detection (probe rounds to Failed × "
+            "interval + a timeout), dns_ttl (dnsservice.recordttl), registration (the synced "
+            "AORs' maximum_expiration: FreePBX Max Expiration; 0 with contacts mirrored).",
+            [Target(f"synch_failover_budget_term_seconds{{{SEL}}}", "{{instance}} {{term}}")],
+            unit="s",
+            w=12,
         )
     )
     return d

@@ -7,9 +7,10 @@ Six hours of one simulated branch ("lyon") are produced with synch.metrics.Metri
 maintenance window with the service forced to Failover, the branch's own uplink down, a central
 outage (failover and fallback), the branch Asterisk down for a while, the central's AMI alone down
 (no failover, sync paused), a flaky spell, a sync refused by the remove guard, then a
-rollback pausing automatic sync, and a SERVFAIL burst. The samples are backfilled into a fresh
-TSDB with `promtool tsdb create-blocks-from openmetrics`, Debian's prometheus serves them, and
-every panel's queries (tests/observability/queries.py, variables substituted as Grafana would) are
+rollback pausing automatic sync, and a SERVFAIL burst; the central's Max Expiration is lowered
+with the first accounts added, which brings the failover budget within its target. The samples
+are backfilled into a fresh TSDB with `promtool tsdb create-blocks-from openmetrics`, Debian's
+prometheus serves them, and every panel's queries (tests/observability/queries.py, variables substituted as Grafana would) are
 evaluated with /api/v1/query_range.
 
 `render()` draws from any Prometheus that scrapes synch: tests/observability/
@@ -43,6 +44,7 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.dates import DateFormatter, date2num  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
+from synch.budget import RegistrationLimit, Timers, compute  # noqa: E402
 from synch.metrics import CentralView, Metrics  # noqa: E402
 from synch.probe import Cause  # noqa: E402
 from synch.states import Monitor, Service, SyncState  # noqa: E402
@@ -55,6 +57,8 @@ PROBE_INTERVAL = 5.0
 SYNC_INTERVAL = 300.0
 COLORS = {"green": "#56a64b", "red": "#e02f44", "orange": "#ff9830", "yellow": "#f2cc0c"}
 COLORS["text"] = "#8e8e8e"
+# The failover budget's timers: the shipped probe timers, recordttl 30 s, target 120 s.
+BUDGET_TIMERS = Timers(record_ttl=30.0)
 
 
 # --- simulation -------------------------------------------------------------------------------
@@ -163,7 +167,12 @@ class Branch:
         automatic = Service.NORMAL if self.monitor is Monitor.STABLE else Service.FAILOVER
         self._switch(forced or automatic)
 
-    def maybe_sync(self, now: float, central_accounts: int) -> None:
+    def show_budget(self, maximum_expiration: int) -> None:
+        """The failover budget with the synced AORs' maximum_expiration."""
+        limit = RegistrationLimit(maximum_expiration, "maximum_expiration", "pjsip", True)
+        self.metrics.show_budget(compute(BUDGET_TIMERS, limit))
+
+    def maybe_sync(self, now: float, central_accounts: int, maximum_expiration: int) -> None:
         self.metrics.sync_paused.set(1 if self.paused else 0)
         blocked = self.monitor is Monitor.FAILED or not self.ami_up  # no sync without AMI
         if blocked or self.paused or now < self.next_sync:
@@ -176,6 +185,7 @@ class Branch:
             result, self.sync = "guarded", SyncState.UNSYNCED
         elif central_accounts != self.accounts:
             result, self.sync, self.accounts = "applied", SyncState.SYNCED, central_accounts
+            self.show_budget(maximum_expiration)
         else:
             result, self.sync = "unchanged", SyncState.SYNCED
         m.sync_runs.labels(result=result).inc()
@@ -205,6 +215,7 @@ class Moment:
     branch_asterisk_up: bool
     forced: Service | None
     paused: bool
+    maximum_expiration: int  # the central's FreePBX Max Expiration for the site's extensions
 
 
 def scenario(offset: float, hours: float) -> Moment:
@@ -228,6 +239,8 @@ def scenario(offset: float, hours: float) -> Moment:
         branch_asterisk_up=not 3.0 <= h < 3.2,
         forced=Service.FAILOVER if 0.5 <= h < 0.8 else None,  # a maintenance window
         paused=5.5 <= h < 5.8,  # after a rollback, until `synch resume`
+        # lowered with the new accounts: the failover budget falls within its target
+        maximum_expiration=3600 if h < 1.0 else 60,
     )
 
 
@@ -239,6 +252,7 @@ def simulate(start: float, hours: float) -> Iterator[tuple[float, Metrics]]:
     metrics.watch_states(lambda: (branch.monitor, branch.sync, branch.service))
     metrics.watch_central(branch.view, ("udp",), uplink=True)
     metrics.sync_interval.set(SYNC_INTERVAL)
+    branch.show_budget(scenario(0, hours).maximum_expiration)
     now, end = start, start + hours * 3600
     while now <= end:
         moment = scenario(now - start, hours)
@@ -247,7 +261,7 @@ def simulate(start: float, hours: float) -> Iterator[tuple[float, Metrics]]:
         branch.paused = moment.paused
         for _ in range(int(SCRAPE / PROBE_INTERVAL)):
             branch.probe(moment.central)
-        branch.maybe_sync(now, moment.accounts)
+        branch.maybe_sync(now, moment.accounts, moment.maximum_expiration)
         branch.dns(moment.central, SCRAPE)
         yield now, metrics
         now += SCRAPE

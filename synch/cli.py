@@ -53,6 +53,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"{path}: OK (central {settings.amiremote.hostname}:{settings.amiremote.port}, "
         f"{ds.fqdn} -> {ds.targetnormal} / {ds.targetfailover}, mode {settings.syncmanager.mode})"
     )
+    from synch.services.budget import site_budget
+
+    budget = site_budget(settings)
+    print("\n".join(budget.lines()))
+    if budget.over_target:
+        print(f"warning: {budget.warning()}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -30,6 +30,7 @@ from synch.metrics import Metrics
 from synch.metrics_http import MetricsHttpServer
 from synch.sdnotify import Notifier
 from synch.services.branch import BranchCheck
+from synch.services.budget import BudgetService
 from synch.services.failover import FailoverOverlay
 from synch.services.probing import ProbeService
 from synch.services.status import StatusBoard
@@ -70,6 +71,7 @@ class Daemon:
             settings, sync_client, branch_client, job.store, self.metrics,
             lambda: self.probes.service, self.probes.usable,
         )  # fmt: skip
+        self.budget = BudgetService(settings, self.metrics)
         self.dns_state = DnsState(settings.dnsservice, self.probes.service)
         # Every listener's pool fits in the descriptor limit, with room for everything else.
         budget = connection_budget()
@@ -77,8 +79,9 @@ class Daemon:
         dns = DnsService(ds, self.dns_state, self.metrics)
         self.dns = DnsServers(dns, ds.listenaddress, ds.port, budget.dns_forward, budget.dns_tcp)
         self.board = StatusBoard(
-            self.probes, self.sync, [self.probes.details, self._dns_details, self.sync.details,
-                                     self.branch.details, self.overlay.details],
+            self.probes, self.sync,
+            [s.details for s in (self.probes, self.dns_state, self.sync, self.branch, self.overlay,
+                                 self.budget)],
         )  # fmt: skip
         protocol = ControlProtocol(sc.token, sc.admintoken, self.board)
         self.control = ControlServer(protocol, sc.listenaddress, sc.port, max_clients=budget.status)
@@ -94,19 +97,15 @@ class Daemon:
         # The first sync runs as soon as the central's AMI answers, not one interval later;
         # so does the first after an AMI outage.
         self.probes.ami_answers.append(self.sync.wake)
-        self.metrics.watch_states(
-            lambda: (self.probes.monitor.state, self.sync.state, self.probes.service)
-        )
+        # A sync that changed the synced file may change the failover budget.
+        self.sync.listeners.append(self.budget.after_sync)
+        self.metrics.watch_states(lambda: (self.probes.monitor.state, self.sync.state,
+                                           self.probes.service))  # fmt: skip
 
     def _service_changed(self, old: Service, new: Service) -> None:
         view = self.dns_state.follow(new)
         log.info("%s now resolves to %s", self.settings.dnsservice.fqdn, view.target)
         self._report(old, new)
-
-    def _dns_details(self) -> dict[str, object]:
-        view = self.dns_state.view
-        return {"DnsName": self.settings.dnsservice.fqdn, "DnsTarget": view.target,
-                "SoaSerial": view.serial}  # fmt: skip
 
     def _report(self, old: Monitor | Service, new: Monitor | Service) -> None:
         self._notifier.status(self.board.line())
@@ -150,6 +149,7 @@ class Daemon:
             __version__, self.probes.service.value, ds.fqdn, self.dns_state.view.target,
             self.probes.describe(),
         )  # fmt: skip
+        self.budget.refresh("at start")
         self._notifier.ready(self.board.line())
 
     def _spawn(self, func: Callable[..., None], *args: Any) -> None:

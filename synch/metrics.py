@@ -14,6 +14,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from synch import __version__
+from synch.budget import CUT_TERMS, Budget
 from synch.dns.resolver import Answer
 from synch.probe import Cause, ProbeResult
 from synch.states import Monitor, Service, SyncState
@@ -251,6 +252,33 @@ class Metrics:
             ["listener", "reason"],
             registry=r,
         )
+        # synch.budget: worst cases computed from the settings and the synced accounts.
+        self.failover_budget = Gauge(
+            "synch_failover_budget_seconds",
+            "Worst-case seconds a phone of this site is unreachable after a cut, as computed "
+            "from what synch sees: detection + DNS TTL + the wait for its next REGISTER.",
+            registry=r,
+        )
+        self.fallback_budget = Gauge(
+            "synch_fallback_budget_seconds",
+            "Worst-case seconds until every phone is back on the central once it answers "
+            "again: fallback detection + DNS TTL + the wait for its next REGISTER.",
+            registry=r,
+        )
+        self.failover_budget_target = Gauge(
+            "synch_failover_budget_target_seconds",
+            "probemonitor.failoverbudgettarget: the budget above it is warned about; 0: none.",
+            registry=r,
+        )
+        self.failover_budget_terms = Gauge(
+            "synch_failover_budget_term_seconds",
+            "The terms of synch_failover_budget_seconds (detection, dns_ttl, registration; "
+            "0: not counted).",
+            ["term"],
+            registry=r,
+        )
+        for term in CUT_TERMS:
+            self.failover_budget_terms.labels(term=term.value)
         for listener, reasons in CONNECTION_REJECTS.items():
             for reason in reasons:
                 self.connections_rejected.labels(listener=listener, reason=reason)
@@ -263,6 +291,14 @@ class Metrics:
             self.dns_queries.labels(answer=answer)
         for learned in ("success", "failure"):
             self.contact_learns.labels(result=learned)
+
+    def show_budget(self, budget: Budget) -> None:
+        """Export a failover budget (synch.budget): its totals, target and terms."""
+        self.failover_budget.set(budget.seconds)
+        self.fallback_budget.set(budget.home_seconds)
+        self.failover_budget_target.set(budget.target)
+        for term in CUT_TERMS:
+            self.failover_budget_terms.labels(term=term.value).set(budget.term(term))
 
     def watch_central(
         self, read: CentralReader, sip_transports: Sequence[str], uplink: bool

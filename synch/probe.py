@@ -147,6 +147,20 @@ class ProbeMonitor:
                 f"error_penalty_points must not be negative, not {self.error_penalty_points}"
             )
 
+    def rounds_to_fail(self, result: ProbeResult = ProbeResult.ERROR) -> int:
+        """Rounds of `result` in a row that take a Stable central (no points) to Failed: what
+        `record` does, counted. A cut gives errors: `ceil(failure_tolerance / (1 +
+        error_penalty_points))` (3 with the defaults); a central answering 503 or refusing the
+        AMI login gives failures: `failure_tolerance` (5)."""
+        if result is ProbeResult.SUCCESS:
+            raise ValueError("successes never make the central Failed")
+        per_round = 1 + (self.error_penalty_points if result is ProbeResult.ERROR else 0)
+        return -(-self.failure_tolerance // per_round)
+
+    def rounds_to_recover(self) -> int:
+        """Good rounds in a row that take a Failed central back to Stable: `alive_threshold`."""
+        return self.alive_threshold
+
     def record(self, result: ProbeResult) -> tuple[Monitor, Monitor]:
         """Account one probe; returns (old state, new state)."""
         old = self.state

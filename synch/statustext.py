@@ -138,9 +138,23 @@ def _attention(details: dict[str, object]) -> list[str]:
             f"the service is forced to {details.get('Service') or 'a state'} by an admin; "
             "`Auto` returns it to the probes"
         )
+    budget = details.get("FailoverBudget")
+    if isinstance(budget, dict) and budget.get("OverTarget"):
+        items.append(_over_budget(budget))
     if details.get("BranchReachable") is False:
         items.append("the branch Asterisk does not answer AMI: failover would not help the phones")
     return items
+
+
+def _over_budget(budget: dict[str, object]) -> str:
+    seconds, target = budget.get("Seconds"), budget.get("Target")
+    text = "after a WAN cut or a central failure, a phone may be unreachable"
+    if isinstance(seconds, int | float):
+        text += f" for up to {_duration(seconds)}"
+    if isinstance(target, int | float):
+        text += f", more than the {_duration(target)} of probemonitor.failoverbudgettarget"
+    advice = budget.get("Advice")
+    return text + (f": {advice}" if advice else "") + " (`synch check-config` shows every term)"
 
 
 def _when(stamp: object) -> datetime | None:

@@ -34,6 +34,7 @@ from synch.config.sections import (
 from synch.config.settings import (
     DEFAULT_DNS_ALLOW,
     DEFAULT_DNS_RATELIMIT,
+    DEFAULT_FAILOVER_BUDGET_TARGET,
     DEFAULT_METRICS_PORT,
     AmiSettings,
     DialplanSettings,
@@ -53,6 +54,7 @@ __all__ = [
     "DEFAULT_CONFIG_PATH",
     "DEFAULT_DNS_ALLOW",
     "DEFAULT_DNS_RATELIMIT",
+    "DEFAULT_FAILOVER_BUDGET_TARGET",
     "DEFAULT_METRICS_PORT",
     "DEFAULT_TLS_AMI_PORT",
     "LOCAL_FILENAMES",

@@ -51,6 +51,10 @@ def _probemonitor(sec: _Section) -> ProbeMonitorSettings:
         fallbackholdmax=sec.real(
             "fallbackholdmax", d.fallbackholdmax, low=0.0, high=MAX_SECONDS, low_inclusive=True
         ),
+        failoverbudgettarget=sec.real(
+            "failoverbudgettarget", d.failoverbudgettarget, low=0.0, high=MAX_SECONDS,
+            low_inclusive=True,
+        ),
     )
 
 

@@ -44,6 +44,8 @@ class LogLevel:
 
 
 DEFAULT_UPLINK_PORT = 53  # uplinkcheck targets without a port: a resolver's TCP port
+# Seconds a phone may stay unreachable after a cut before synch warns (synch.budget); 0 = never.
+DEFAULT_FAILOVER_BUDGET_TARGET = 120.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class ProbeMonitorSettings:
     uplinkcheck: tuple[Endpoint, ...] = ()
     # seconds a fallback may wait while the branch has calls up; 0 = falls back at once
     fallbackholdmax: float = 300.0
+    # The worst case synch.budget computes is compared with it: warned about when larger; 0 = off
+    failoverbudgettarget: float = DEFAULT_FAILOVER_BUDGET_TARGET
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ class DnsState:
         clock, so that it grows across restarts too)."""
         self._normal = settings.targetnormal
         self._failover = settings.targetfailover
+        self.fqdn = settings.fqdn
         self._clock = clock
         self.service = service
         first = next_serial(0, clock()) if serial is None else serial % 2**32
@@ -61,6 +62,10 @@ class DnsState:
 
     def target_for(self, service: Service) -> str:
         return self._failover if service == Service.FAILOVER else self._normal
+
+    def details(self) -> dict[str, object]:
+        """Its part of GetDetails."""
+        return {"DnsName": self.fqdn, "DnsTarget": self.view.target, "SoaSerial": self.view.serial}
 
     def follow(self, service: Service) -> ZoneView:
         """Answer for `service` from now on (a new view, its serial grown); the view in force."""

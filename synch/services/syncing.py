@@ -47,6 +47,8 @@ class SyncService:
         self.last: dict[str, object] = {}
         self._wakeup = gevent.event.Event()
         self._lock = gevent.lock.Semaphore()
+        # Called after each cycle that ran, with what it ended with (the failover budget).
+        self.listeners: list[Callable[[Outcome], None]] = []
         metrics.sync_interval.set(self.interval)
         # Read at each scrape: a rollback or `synch resume` from the CLI shows at once.
         metrics.sync_paused.set_function(lambda: 1.0 if job.history.paused else 0.0)
@@ -95,6 +97,8 @@ class SyncService:
             outcome = self.job.run()
             seconds = time.monotonic() - started
         self._record(outcome, seconds, why)
+        for listener in self.listeners:
+            listener(outcome)
         return outcome
 
     def sync_now(self) -> dict[str, object]:

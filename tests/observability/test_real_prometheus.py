@@ -90,6 +90,9 @@ def site(lab: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             "sipport": central.sip_port,
             # A closed port on loopback refuses: the "uplink" answers.
             "uplinkcheck": [f"127.0.0.1:{free_port('tcp')}"],
+            # The lab's FreePBX AORs keep maximum_expiration=7200: a healthy branch whose
+            # failover budget is within its target (SynchFailoverBudgetHigh stays silent).
+            "failoverbudgettarget": 86400,
         }
         synch = synch_for(workdir, central, upstream.port, branch=branch,
                           probemonitor=probes).start()  # fmt: skip
@@ -225,6 +228,11 @@ def test_the_daemon_exports_what_it_did(prometheus: Prometheus, site: Site) -> N
     assert site.synch_started < value("synch_last_sync_attempt_timestamp_seconds") <= time.time()
     for answer in ("local", "forwarded", "nxdomain"):
         assert value(f'synch_dns_queries_total{{answer="{answer}"}}') >= 1, answer
+    # lab_config's timers: 3 rounds × 0.5 s + 0.4 s; recordttl 5; the AORs' 7200 s
+    assert value("synch_failover_budget_seconds") == pytest.approx(1.9 + 5 + 7200)
+    assert value("synch_fallback_budget_seconds") == pytest.approx(1.5 + 5 + 7200)
+    assert value("synch_failover_budget_target_seconds") == 86400
+    assert value('synch_failover_budget_term_seconds{term="registration"}') == 7200
 
 
 @pytest.mark.parametrize(
@@ -262,6 +270,7 @@ def test_state_panels_show_the_daemon_state(prometheus: Prometheus) -> None:
         "Central SIP": 1,  # Up
         "Central AMI": 1,  # Up
         "Our uplink": 1,  # Up
+        "Budget vs target": 0,  # Within
     }
     for title, code in codes.items():
         result = prometheus.query(panel_query(title))

@@ -15,6 +15,7 @@ SYNCH = Path(__file__).resolve().parents[2] / "synch"
 # The pure layer: plain functions and classes over plain data.
 PURE = (
     "synch.probe",
+    "synch.budget",
     "synch.states",
     "synch.names",
     "synch.timestamps",

@@ -76,3 +76,16 @@ def test_fallbackholdmax_defaults_to_five_minutes_and_zero_turns_it_off() -> Non
         assert words in problem(probemonitor={"fallbackholdmax": bad})[
             "probemonitor.fallbackholdmax"
         ]
+
+
+def test_failover_budget_target_defaults_to_two_minutes_and_zero_turns_it_off() -> None:
+    assert parse().probemonitor.failoverbudgettarget == 120
+    assert parse(probemonitor={"FailoverBudgetTarget": 0}).probemonitor.failoverbudgettarget == 0
+    assert parse(probemonitor={"failoverbudgettarget": "90.5"}).probemonitor.failoverbudgettarget \
+        == 90.5
+
+
+@pytest.mark.parametrize("value", [-1, "soon", 8 * 86400])
+def test_a_bad_failover_budget_target_is_refused_naming_the_key(value: Any) -> None:
+    problems = problem(probemonitor={"failoverbudgettarget": value})
+    assert "probemonitor.failoverbudgettarget" in problems, problems

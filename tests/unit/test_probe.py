@@ -121,3 +121,43 @@ def test_counters_follow_the_arithmetic() -> None:
 def test_rejects_nonsense_settings(settings: dict[str, int]) -> None:
     with pytest.raises(ValueError, match=next(iter(settings))):
         ProbeMonitor(**settings)
+
+
+def _stable(monitor: ProbeMonitor) -> ProbeMonitor:
+    while monitor.state is not Monitor.STABLE:
+        monitor.record(S)
+    return monitor
+
+
+@pytest.mark.parametrize("tolerance", [1, 2, 3, 5, 7, 10])
+@pytest.mark.parametrize("penalty", [0, 1, 2, 4, 9])
+@pytest.mark.parametrize("result", [E, F])
+def test_rounds_to_fail_is_what_record_counts(
+    tolerance: int, penalty: int, result: ProbeResult
+) -> None:
+    monitor = _stable(ProbeMonitor(tolerance, 3, penalty))
+    rounds = 0
+    while monitor.state is not Monitor.FAILED:
+        monitor.record(result)
+        rounds += 1
+    assert monitor.rounds_to_fail(result) == rounds
+
+
+@pytest.mark.parametrize("threshold", [1, 3, 5, 8])
+def test_rounds_to_recover_is_what_record_counts(threshold: int) -> None:
+    monitor = ProbeMonitor(5, threshold, 1)
+    while monitor.state is not Monitor.FAILED:
+        monitor.record(E)
+    rounds = 0
+    while monitor.state is not Monitor.STABLE:
+        monitor.record(S)
+        rounds += 1
+    assert monitor.rounds_to_recover() == rounds
+
+
+def test_rounds_with_the_defaults() -> None:
+    monitor = ProbeMonitor()
+    assert (monitor.rounds_to_fail(), monitor.rounds_to_fail(F)) == (3, 5)
+    assert monitor.rounds_to_recover() == 5
+    with pytest.raises(ValueError):
+        monitor.rounds_to_fail(S)

@@ -122,3 +122,21 @@ def test_a_fallback_waiting_for_the_branchs_calls() -> None:
     for extra in ({"FallbackHeld": None}, {"Forced": True, "FallbackHeld": held}):
         text = "\n".join(describe(details(Service="Failover", **extra)))
         assert "answers again" not in text and "None" not in text
+
+
+def test_a_budget_over_its_target_needs_attention() -> None:
+    budget = {
+        "Seconds": 7519, "HomeSeconds": 7525, "Target": 120, "OverTarget": True,
+        "Advice": "set FreePBX Max Expiration (maximum_expiration) to 60 s for extension 1001 "
+                  "(now 7200 s): a phone moves only when it registers again",
+    }  # fmt: skip
+    lines = describe(details(FailoverBudget=budget))
+    assert (
+        "- after a WAN cut or a central failure, a phone may be unreachable for up to 2 h 5 min, "
+        "more than the 2 min of probemonitor.failoverbudgettarget: set FreePBX Max Expiration "
+        "(maximum_expiration) to 60 s for extension 1001 (now 7200 s): a phone moves only when "
+        "it registers again (`synch check-config` shows every term)"
+    ) in lines
+    within = describe(details(FailoverBudget={**budget, "Seconds": 109, "OverTarget": False}))
+    assert "Needs attention:" not in within
+    assert "Needs attention:" not in describe(details(FailoverBudget=None))
