@@ -56,7 +56,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from synch.services.budget import site_budget
 
     budget = site_budget(settings)
-    print("\n".join(budget.lines()))
+    print("\n".join(budget.lines()), flush=True)
     if budget.over_target:
         print(f"warning: {budget.warning()}", file=sys.stderr)
     return EXIT_OK
