@@ -21,11 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from lab.asterisk import AsteriskInstance
 from lab.capture import dns_summary
 from lab.phonebed import ANSWER_EXT, REAL_PHONES, PhonesBed
 from lab.phonecheck import Verdict
 from lab.softphones import Softphone
 from lab.testbed import BRANCH_LAN, CENTRAL_WAN, SIP_NAME
+from lab.wait import wait_until
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.netns]
 
@@ -257,3 +259,73 @@ def test_wan_cut_and_restore_with_default_timers(phones_bed: PhonesBed) -> None:
         assert "central" in phones_bed.check.registered_at(phone), kind
     # The answerer kept answering: its uas ran throughout.
     assert phones_bed.answerer.uas is not None and phones_bed.answerer.uas.running
+
+
+def rtp_counts(branch: AsteriskInstance, channel: str) -> tuple[int, int]:
+    """RTP packets the branch has received and sent on `channel` (its RTCP statistics)."""
+    counts = []
+    for what in ("rxcount", "txcount"):
+        reply = branch.ami({"Action": "Getvar", "Channel": channel,
+                            "Variable": f"CHANNEL(rtcp,{what})"})  # fmt: skip
+        value = reply.get("Value", "")
+        counts.append(int(value) if value.isdigit() else -1)
+    return counts[0], counts[1]
+
+
+@pytest.mark.slow
+def test_a_branch_call_spans_the_wan_restore_and_falling_back_waits_for_it(
+    phones_bed: PhonesBed,
+) -> None:
+    """Goal: a call at the branch during the WAN restore survives, 0 calls dropped by the
+    fallback. The branch calls baresip (at its mirrored contact), the WAN comes back: the
+    service stays Failover while the call is up, audio keeps flowing both ways, and the DNS
+    flips once the phone hangs up."""
+    bed, phone = phones_bed.bed, phones_bed.phones["baresip"]
+    assert bed.branch is not None
+    t = bed.timers
+    # synch knows the phones' contacts (it looks every contactsinterval while the central answers).
+    wait_until(lambda: bed.synch_proc.details()["ContactMirror"]["Phones"] >= len(KINDS), 30,
+               message="the phones' contacts were not learned")  # fmt: skip
+    bed.wan.cut()
+    try:
+        bed.wait_state(t.failover_bound, Monitor="Failed", Service="Failover")
+        ext = phone.ext
+        wait_until(lambda: str(ext) in bed.branch.contacts(), 15,  # type: ignore[union-attr]
+                   message="no contact for the phone at the branch")  # fmt: skip
+        reply = bed.branch.ami({
+            # Echo: the branch sends back what it gets, so audio flows both ways.
+            "Action": "Originate", "Channel": f"PJSIP/{ext}", "Application": "Echo",
+            "Async": "true", "CallerID": "branch <100>",
+        })  # fmt: skip
+        assert reply.get("Response") == "Success", reply
+        wait_until(lambda: phone.active_calls(), 15, message="the phone did not answer")
+        channel = wait_until(
+            lambda: next((row[0] for row in bed.branch.channels()  # type: ignore[union-attr]
+                          if row[0].startswith(f"PJSIP/{ext}-") and row[4] == "Up"), None),
+            10, message="no call up at the branch",
+        )  # fmt: skip
+    finally:
+        bed.wan.restore()
+    restored = time.monotonic()
+    assert isinstance(channel, str)
+    before = rtp_counts(bed.branch, channel)
+    status = bed.wait_state(30, Monitor="Stable")
+    assert status["Service"] == "Failover", status
+    probes = bed.synch_proc.details()["Probes"]["success"]
+    wait_until(lambda: bed.synch_proc.details()["Probes"]["success"] >= probes + 3, 30,
+               message="no probe rounds after the restore")  # fmt: skip
+    details = bed.synch_proc.details()
+    assert details["Service"] == "Failover" and details["FallbackHeld"]["Calls"] == 1, details
+    assert bed.dns() == BRANCH_LAN
+    assert phone.active_calls(), "the call was dropped"
+    after = rtp_counts(bed.branch, channel)
+    figure("real_phone_call_rtp_received_sent_during_restore", f"{before}->{after}")
+    assert after[0] > before[0] >= 0, f"no audio from the phone after the restore: {after}"
+    assert after[1] > before[1] >= 0, f"no audio to the phone after the restore: {after}"
+    held = time.monotonic()
+    phone.hangup()
+    bed.wait_state(30, Service="Normal")
+    figure("real_phone_call_held_fallback_s", f"{held - restored:.1f}")
+    figure("real_phone_fallback_after_hangup_s", f"{time.monotonic() - held:.1f}")
+    figure("real_phone_calls_dropped_by_fallback", 0)
+    assert bed.dns() == CENTRAL_WAN
