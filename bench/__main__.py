@@ -16,6 +16,9 @@ Prints one `name=value` line per figure on stdout (progress and context on stder
 - sync_*: bench/bench_sync.py (a full sync cycle at `--sync-extensions` extensions against a
   bare-socket GetConfig of the same files, the unchanged cycle, peak RSS).
 - bench/failover_figures.py, when present, runs last and prints its own lines.
+- real_phone_*: the real SIP phones (baresip, linphonec at their default timers) of
+  tests/e2e/test_real_phones.py on the namespace bed: a WAN cut, a call across the restore, the
+  restore; the test run prints the same figures (about 3 minutes).
 
     python -m bench                       # everything, about 4-5 minutes
     python -m bench --only dns --rounds 3 --dns-seconds 15
@@ -32,6 +35,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -48,7 +52,7 @@ from bench.synchlab import SynchLab  # noqa: E402
 from lab.dnsmasq import Dnsmasq  # noqa: E402
 from lab.synchproc import SynchProcess, cpu_seconds, rss_mb  # noqa: E402
 
-SECTIONS = ("startup", "idle", "dns", "flood", "status", "ami", "sync", "figures")
+SECTIONS = ("startup", "idle", "dns", "flood", "status", "ami", "sync", "figures", "phones")
 DOMAIN = "example.local"
 SIP = f"sip.{DOMAIN}"
 NXNAME = f"nothing-here.{DOMAIN}"
@@ -391,6 +395,24 @@ def run_figures(report: Report) -> None:
         report.failures.append(f"failover_figures.py exited {out.returncode}")
 
 
+def run_phones(report: Report) -> None:
+    """The real-phone figures: the e2e module writes them to a file, printed here as ours."""
+    with tempfile.TemporaryDirectory(prefix="synch-bench-phones-") as tmp:
+        out = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--basetemp={tmp}",
+             str(ROOT / "tests" / "e2e" / "test_real_phones.py")],
+            cwd=ROOT, text=True, capture_output=True, timeout=1800, check=False,
+        )  # fmt: skip
+        found = sorted(Path(tmp).glob("*/real-phones-figures.txt"))
+        if out.returncode != 0 or not found:
+            report.failures.append(f"real phones: pytest exited {out.returncode}")
+            say(out.stdout[-3000:])
+            return
+        for line in found[0].read_text().splitlines():
+            name, _, value = line.partition("=")
+            report.figure(name, value)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma list of " +
@@ -451,6 +473,8 @@ def main() -> int:
         run_sync(opts, report)
     if "figures" in wanted:
         run_figures(report)
+    if "phones" in wanted:
+        run_phones(report)
     report.figure("bench_seconds", time.monotonic() - started)
     for failure in report.failures:
         say(f"FAIL {failure}")
