@@ -13,13 +13,10 @@ The zone holds:
   exists with no address records (NODATA). Resolvers only need it for a delegation, where the
   parent's glue supplies the address;
 - `record.domain`: A (or AAAA for an IPv6 target) = the current target, TTL `recordttl`;
-- `_sip._udp.<domain>`, `_sip._tcp.<domain>`, and UDP under the SIP name
-  (`_sip._udp.record.domain`: what a phone whose server is `record.domain` asks, RFC 3263;
-  not TCP there, which would move such phones to TCP): SRV
-  `0 0 5060 record.domain` (the current target), and with `srvbackup` also `10 0 5060` the other
-  side's own name, for phones that fail over themselves (RFC 3263: the next target when the
-  first does not answer); the addresses in the additional section so a phone needs no second
-  lookup;
+- `_sip._udp.<domain>`, `_sip._tcp.<domain>`: SRV `0 0 5060 record.domain` (the current
+  target), and with `srvbackup` also `10 0 5060` the other side's own name, for phones that fail
+  over themselves (RFC 3263: the next target when the first does not answer); the addresses in
+  the additional section so a phone needs no second lookup;
 - `<record>-central.<domain>` and `<record>-branch.<domain>` (`sip-central`, `sip-branch`): A
   (or AAAA) = `targetnormal` and `targetfailover` whatever the state: the SRV's names for each
   side.
@@ -137,12 +134,8 @@ def build_zone(settings: DnsSettings, view: ZoneView) -> _Zone:
     other = failover if view.target == normal else normal
     backup = settings.srvbackup and other != view.target
     other_rr = _address_rr(side_names[other], other, settings.recordttl) if backup else None
-    # Under the domain, and UDP under the SIP name itself: a phone whose server is
-    # `sip.example.local` asks RFC 3263's SRV for that name, TCP first: a TCP record there would
-    # move it to TCP, which many centrals do not offer (FreePBX: UDP only by default).
-    owners = [("_udp", domain), ("_tcp", domain), ("_udp", fqdn)]
-    for proto, owner in dict.fromkeys(owners):
-        srv_name = f"_sip.{proto}.{owner}"
+    for proto in ("_udp", "_tcp"):
+        srv_name = f"_sip.{proto}.{domain}"
         zone.add(RR(srv_name, QTYPE.SRV, ttl=settings.recordttl, rdata=SRV(0, 0, SIP_PORT, fqdn)))
         if backup:
             srv = SRV(SRV_BACKUP_PRIORITY, 0, SIP_PORT, side_names[other])

@@ -96,9 +96,7 @@ def test_real_phone_registers_at_the_central_by_name(phones_bed: PhonesBed, kind
     assert check.registered_at(phone) == ["central"]
     # It asked synch for the SIP name, from its own address, and registered where it pointed.
     asked = capture.dns(phone.address)
-    # By A (linphonec), or by the SRV under the SIP name with the address alongside (baresip).
-    wanted = {("A", SIP_NAME), ("SRV", f"_sip._udp.{SIP_NAME}")}
-    assert wanted & {(q.qtype, q.name) for q in asked}, dns_summary(asked)
+    assert ("A", SIP_NAME) in {(q.qtype, q.name) for q in asked}, dns_summary(asked)
     registers = capture.sip(phone.address, method="REGISTER", sent=True)
     assert registers, "no REGISTER seen on the wire"
     assert {p.dst_host for p in registers} == {CENTRAL_WAN}
@@ -320,17 +318,10 @@ def test_a_branch_call_spans_the_wan_restore_and_falling_back_waits_for_it(
     assert details["Service"] == "Failover" and details["FallbackHeld"]["Calls"] == 1, details
     assert bed.dns() == BRANCH_LAN
     assert phone.active_calls(), "the call was dropped"
-    assert min(before) >= 0, before
-    branch = bed.branch
-
-    def grown() -> tuple[int, int] | None:
-        # The counters move with each RTCP report (every 5 s or so).
-        counts = rtp_counts(branch, channel)
-        return counts if counts[0] > before[0] and counts[1] > before[1] else None
-
-    after = wait_until(grown, 20, message=f"no audio both ways after the restore: {before}")
+    after = rtp_counts(bed.branch, channel)
     figure("real_phone_call_rtp_received_sent_during_restore", f"{before}->{after}")
-    assert phone.active_calls() and bed.synch_proc.status()["Service"] == "Failover"
+    assert after[0] > before[0] >= 0, f"no audio from the phone after the restore: {after}"
+    assert after[1] > before[1] >= 0, f"no audio to the phone after the restore: {after}"
     held = time.monotonic()
     phone.hangup()
     bed.wait_state(30, Service="Normal")
