@@ -101,7 +101,12 @@ def reload_module(client: AmiLike, module: str, timeout: float | None = None) ->
 def pjsip_contacts(client: AmiLike, timeout: float | None = None) -> tuple[AmiReply, ...]:
     """Every PJSIP contact the peer holds: PJSIPShowContacts' ContactList events (headers
     ObjectName, Endpoint, Uri, ViaAddr, ViaPort, ExpirationTime, UserAgent, Status, ...)."""
-    return client.action("PJSIPShowContacts", timeout=timeout).events
+    try:
+        return client.action("PJSIPShowContacts", timeout=timeout).events
+    except AmiResponseError as exc:
+        if exc.message.lower() == "no contacts found":  # Asterisk's answer for an empty list
+            return ()
+        raise
 
 
 def branch_calls(client: AmiLike, timeout: float | None = None) -> BranchCalls:

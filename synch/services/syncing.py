@@ -86,15 +86,16 @@ class SyncService:
         paused = self.job.history.paused
         return f"automatic sync paused: {paused}" if paused else ""
 
-    def cycle(self, why: str) -> Outcome | None:
-        """Run one cycle unless something forbids it; None when it did not run."""
+    def cycle(self, why: str, *, full: bool = False) -> Outcome | None:
+        """Run one cycle unless something forbids it; None when it did not run. `full`: fetch
+        even if the central reports no reload since the last sync."""
         blocker = self.blocker()
         if blocker:
             log.debug("sync (%s) not run: %s", why, blocker)
             return None
         with self._lock:
             started = time.monotonic()
-            outcome = self.job.run()
+            outcome = self.job.run(full=full)
             seconds = time.monotonic() - started
         self._record(outcome, seconds, why)
         for listener in self.listeners:
@@ -102,8 +103,9 @@ class SyncService:
         return outcome
 
     def sync_now(self) -> dict[str, object]:
-        """The admin's `Sync`: one cycle now, and what it ended with."""
-        outcome = self.cycle("admin request")
+        """The admin's `Sync`: one cycle now, a full look at the central (an admin asking has a
+        reason to doubt it), and what it ended with."""
+        outcome = self.cycle("admin request", full=True)
         if outcome is None:
             return {"ok": False, "Sync": self.state.value, "Error": self.blocker()}
         return {"ok": outcome.result.synced, **self.last}

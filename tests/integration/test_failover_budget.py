@@ -24,13 +24,15 @@ from lab.wait import wait_until
 # -- synch check-config -------------------------------------------------------------------------
 
 
-def check_config(tmp_path: Path, synced: str | None, **overrides: dict[str, Any]) -> (
-    subprocess.CompletedProcess[str]
-):
+def check_config(
+    tmp_path: Path, synced: str | None, **overrides: dict[str, Any]
+) -> subprocess.CompletedProcess[str]:
     etc = tmp_path / "etc"
     etc.mkdir(exist_ok=True)
     if synced is not None:
         (etc / "pjsip_synch.conf").write_text(synced)
+    # Every term counted: contact mirroring (on by default) drops the registration term.
+    overrides.setdefault("failover", {"mirrorcontacts": False})
     config = lab_config(
         central_host="127.0.0.2", central_port=5038, central_user="synch",
         central_secret="central", branch_port=5038, branch_user="synch",
@@ -104,6 +106,22 @@ def test_check_config_before_the_first_sync_takes_asterisks_defaults(tmp_path: P
     assert "no target" in result.stdout and result.stderr == ""
 
 
+def test_with_contact_mirroring_the_registration_term_is_not_counted(tmp_path: Path) -> None:
+    result = check_config(tmp_path, aors(**{"1001": 3600}), failover={},
+                          probemonitor={"interval": 5}, amiremote={"timeout": 4},
+                          dnsservice={"recordttl": 30})  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout.splitlines()
+    assert out[1] == (
+        "failover budget: a phone may be unreachable for up to 49 s after a cut (detection 19 s "
+        "+ dns_ttl 30 s; target 120 s)"
+    )
+    assert "(registration: not counted, contacts are mirrored)" in result.stdout
+    # Getting home still waits for the phones' next REGISTER.
+    assert "back on the central after it returns: up to 3645 s" in result.stdout
+    assert result.stderr == ""
+
+
 # -- the daemon -----------------------------------------------------------------------------------
 
 HEAD_OFFICE = {"HeadOffice": [1001, 1002, 1003]}  # what lab_config's filter selects
@@ -112,14 +130,16 @@ TTL = 5  # lab_config's recordttl
 
 
 def test_the_daemon_reports_the_budget_and_follows_the_central_aors(
-    tmp_path: Path, asterisk_factory: Callable[..., AsteriskInstance],
+    tmp_path: Path,
+    asterisk_factory: Callable[..., AsteriskInstance],
     dnsmasq: Callable[..., Dnsmasq],
 ) -> None:
     central = asterisk_factory("central", configs=central_configs(HEAD_OFFICE))
     branch = asterisk_factory("branch")
     upstream = dnsmasq({"www.example.org": "127.0.0.42"})
     synch = synch_for(tmp_path, central, upstream.port, branch=branch,
-                      probemonitor={"failoverbudgettarget": 600})  # fmt: skip
+                      probemonitor={"failoverbudgettarget": 600},
+                      failover={"mirrorcontacts": False})  # fmt: skip
     synch.start()
     try:
         wait_until(lambda: synch.status()["Sync"] == "Synced", 60,

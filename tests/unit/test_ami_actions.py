@@ -16,6 +16,7 @@ from synch.ami import (
     core_status,
     get_config,
     parse_reply,
+    pjsip_contacts,
     probe_once,
     reload_module,
 )
@@ -169,3 +170,33 @@ def test_probe_once_maps_outcomes(client: AmiLike, result: ProbeResult, error: s
     assert got == result
     assert seconds >= 0
     assert (text == "") if not error else (error in text)
+
+
+class Answers:
+    """An AmiLike double that answers one action with a fixed reply or refusal."""
+
+    name = "central"
+
+    def __init__(self, reply: AmiReply | None = None, refused: str = ""):
+        self.reply, self.refused = reply, refused
+
+    def action(
+        self, action: str, headers: Mapping[str, str | Sequence[str]] | None = None,
+        timeout: float | None = None,
+    ) -> AmiReply:  # fmt: skip
+        if self.refused:
+            raise AmiResponseError(f"{action} refused: {self.refused}", action=action,
+                                   message=self.refused)  # fmt: skip
+        assert self.reply is not None
+        return self.reply
+
+
+def test_pjsip_contacts_of_a_central_without_any_is_an_empty_list() -> None:
+    # Asterisk 22 answers an empty PJSIPShowContacts with an error (seen on the lab central).
+    assert pjsip_contacts(Answers(refused="No Contacts found")) == ()
+    contact = AmiReply((("Event", "ContactList"), ("ObjectName", "1001;@ab")))
+    assert pjsip_contacts(Answers(AmiReply((("Response", "Success"),), events=(contact,)))) == (
+        contact,
+    )
+    with pytest.raises(AmiResponseError):
+        pjsip_contacts(Answers(refused="Permission denied"))

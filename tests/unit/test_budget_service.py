@@ -21,6 +21,7 @@ def settings_for(etc: Path, **probemonitor: object) -> Settings:
         syncmanager={"mode": "pjsip", "localconfigspath": str(etc)},
         dnsservice={"recordttl": 30},
         probemonitor=dict(probemonitor),
+        failover={"mirrorcontacts": False},  # every term counted
     ))  # fmt: skip
 
 
@@ -117,3 +118,13 @@ def test_only_a_regular_synced_file_is_read_and_never_quoted(tmp_path: Path) -> 
     (tmp_path / "pjsip_synch.conf").write_text("root:secret-hash:19000:0:99999:7:::\n")
     note = site_budget(settings_for(tmp_path)).registration.note
     assert note == "the synced file does not parse" and "secret" not in note
+
+
+def test_contacts_are_mirrored_by_default_in_pjsip_mode(tmp_path: Path) -> None:
+    where = {"localconfigspath": str(tmp_path)}
+    pjsip = parse_settings(config_text(syncmanager={"mode": "pjsip", **where}))
+    assert site_budget(pjsip).contacts_mirrored is True
+    sip = parse_settings(
+        config_text(syncmanager={"mode": "sip", "localconfigspath": str(tmp_path)})
+    )
+    assert site_budget(sip).contacts_mirrored is False
