@@ -31,6 +31,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from lab.ports import free_port
 
@@ -456,7 +457,28 @@ def call(
         return _run_once(argv, scratch, timeout)
 
 
-class Uas:
+class _Background:
+    """A sipp running in the background in a scratch dir of its own; closing stops it."""
+
+    _proc: subprocess.Popen[str]
+    _scratch: Path
+
+    def close(self) -> None:
+        """Stop sipp (if still running) and remove its scratch dir."""
+        if self._proc.returncode is None:  # not reaped yet (by wait(), say)
+            if self._proc.poll() is None:
+                self._proc.kill()
+            self._proc.communicate()
+        shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Uas(_Background):
     """A sipp answering one call on `local_ip:port` (a phone, or the PSTN gateway); with
     `max_calls=None` it answers every call until `timeout` (an answering phone for a whole
     test module; `-aa` answers the registrar's OPTIONS meanwhile)."""
@@ -522,18 +544,6 @@ class Uas:
         text = "".join(p.read_text(errors="replace") for p in self._scratch.glob("*_logs.log"))
         return re.findall(r"RURI (\S+)", text)
 
-    def close(self) -> None:
-        """Stop sipp (if still running) and remove its scratch dir."""
-        if self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.communicate()
-        shutil.rmtree(self._scratch, ignore_errors=True)
-
-    def __enter__(self) -> Uas:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def register_from(
@@ -623,7 +633,7 @@ def subscriber_scenario(target: str, event: str, *, expires: int = 600) -> str:
     return _SUBSCRIBER_XML.format(subscribe1=first, subscribe2=second)
 
 
-class Subscriber:
+class Subscriber(_Background):
     """A phone (account `user`) subscribed to `event` of `target` at `host:port`: a sipp that
     answers every NOTIFY 200 and keeps it. `notifies()` lists them (whole messages, in the
     order they came); `wait_for(text)` waits for one holding `text`."""
@@ -709,15 +719,3 @@ class Subscriber:
     def output(self) -> str:
         return _collect(self._scratch, "")
 
-    def close(self) -> None:
-        """Stop sipp and remove its scratch dir."""
-        if self._proc.poll() is None:
-            self._proc.kill()
-        self._proc.communicate()
-        shutil.rmtree(self._scratch, ignore_errors=True)
-
-    def __enter__(self) -> Subscriber:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

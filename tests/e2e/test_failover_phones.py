@@ -11,7 +11,6 @@ the contract's bounds.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import subprocess
@@ -45,6 +44,7 @@ from lab.wait import wait_until
 from synch.probe import ProbeMonitor, ProbeResult
 from synch.states import Monitor, Service, ServiceControl
 from synch.sync.conftext import parse_conf_text
+from tests.figures import report_figures
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.netns]
 
@@ -64,23 +64,10 @@ def bed(
 
 
 def _report_figures(request: pytest.FixtureRequest, bed: TestBed) -> None:
-    if not FIGURES:
-        return
-    lines = [*FIGURES, f"timers={bed.timers.describe()}"]
-    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
-    out = (cache.mkdir("synch-e2e") if cache else bed.workdir) / "failover-figures.txt"
-    out.write_text("\n".join(lines) + "\n")
-    plugins = request.config.pluginmanager
-    reporter = plugins.get_plugin("terminalreporter")
-    capture = plugins.get_plugin("capturemanager")
-    if reporter is None:
-        return
-    # Past the output capture, so the figures show without -s.
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        reporter.write_line("")
-        reporter.write_line(f"failover figures ({out}):")
-        for line in lines:
-            reporter.write_line(f"  {line}")
+    if FIGURES:
+        report_figures(request, [*FIGURES, f"timers={bed.timers.describe()}"],
+                       title="failover figures", cache_dir="synch-e2e",
+                       filename="failover-figures.txt", fallback_dir=bed.workdir)  # fmt: skip
 
 
 @pytest.fixture

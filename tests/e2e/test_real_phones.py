@@ -13,7 +13,6 @@ watched, which no phone at its default timers did before contact mirroring.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from lab.phonecheck import Verdict
 from lab.softphones import Softphone
 from lab.testbed import BRANCH_LAN, CENTRAL_WAN, SIP_NAME
 from lab.wait import wait_until
+from tests.figures import report_figures
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.netns]
 
@@ -50,23 +50,17 @@ def phones_bed(
 
 
 def _report_figures(request: pytest.FixtureRequest, bed: PhonesBed) -> None:
-    if not FIGURES:
-        return
     synch_timers = bed.bed.timers.describe().split(" phone_")[0]  # the phones keep their own
-    lines = [*FIGURES, f"timers={synch_timers} phones=package defaults"]
-    cache = getattr(request.config, "cache", None)
-    out = (cache.mkdir("synch-e2e") if cache else bed.bed.workdir) / "real-phones-figures.txt"
-    out.write_text("\n".join(lines) + "\n")
-    plugins = request.config.pluginmanager
-    reporter = plugins.get_plugin("terminalreporter")
-    capture = plugins.get_plugin("capturemanager")
-    if reporter is None:
-        return
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        reporter.write_line("")
-        reporter.write_line(f"real phone figures ({out}):")
-        for line in lines:
-            reporter.write_line(f"  {line}")
+    if FIGURES:
+        lines = [*FIGURES, f"timers={synch_timers} phones=package defaults"]
+        report_figures(
+            request,
+            lines,
+            title="real phone figures",
+            cache_dir="synch-e2e",
+            filename="real-phones-figures.txt",
+            fallback_dir=bed.bed.workdir,
+        )
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,6 @@ namespace (so that its SIP and AMI ports can be dropped apart with nftables insi
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from lab.netns import Netns
 from lab.samples import central_configs
 from lab.synchproc import SynchProcess, metric_samples, metric_value, synch_for
 from lab.wait import wait_until
+from tests.figures import report_figures
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.netns]
 
@@ -40,22 +40,10 @@ FIGURES: list[str] = []
 
 
 @pytest.fixture(scope="module", autouse=True)
-def report_figures(request: pytest.FixtureRequest) -> Iterator[None]:
+def figures_at_the_end(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
-    if not FIGURES:
-        return
-    cache = getattr(request.config, "cache", None)
-    if cache is not None:
-        (cache.mkdir("synch-sip") / "figures.txt").write_text("\n".join(FIGURES) + "\n")
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None:
-        return
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        reporter.write_line("")
-        reporter.write_line("SIP-only failure detection, default timers (5, 5, 1, 5 s, 4 s):")
-        for line in FIGURES:
-            reporter.write_line(f"  {line}")
+    title = "SIP-only failure detection, default timers (5, 5, 1, 5 s, 4 s)"
+    report_figures(request, FIGURES, title=title, cache_dir="synch-sip", filename="figures.txt")
 
 
 @pytest.fixture
