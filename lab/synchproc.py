@@ -293,6 +293,16 @@ class SynchProcess:
         parsed: list[dict[str, str]] = json.loads(reply)
         return parsed[0]
 
+    def wait_state(self, timeout: float, **expected: str) -> dict[str, Any]:
+        """Until GetDetails has each `key=value` of `expected` (Monitor, Sync, Service, ...);
+        the details then."""
+
+        def matches() -> dict[str, Any] | None:
+            details = self.details()
+            return details if all(details.get(k) == v for k, v in expected.items()) else None
+
+        return wait_until(matches, timeout, message=f"state {expected}; log:\n{self.log()}")
+
     def details(self) -> dict[str, Any]:
         parsed: dict[str, Any] = json.loads(self.ask(f"GetDetails({self.token})"))
         return parsed

@@ -133,14 +133,6 @@ def synchs() -> Iterator[list[SynchProcess]]:
         proc.stop()
 
 
-def wait_state(synch: SynchProcess, timeout: float, **expected: str) -> dict[str, str]:
-    def matches() -> dict[str, str] | None:
-        status = synch.status()
-        return status if all(status[k] == v for k, v in expected.items()) else None
-
-    return wait_until(matches, timeout, message=f"state {expected}; log:\n{synch.log()}")
-
-
 def wait_failover(synch: SynchProcess, since: float, bound: float) -> float:
     """Poll the SIP name until it answers the branch; seconds from `since`."""
     wait_until(
@@ -163,7 +155,7 @@ def sip_answer(details: dict[str, Any], transport: str = "udp") -> str:
 def healthy(synch: SynchProcess, timeout: float, transports: tuple[str, ...] = ("udp",)) -> None:
     """Stable, Normal, and every transport answered by Asterisk (a 401: the probe's From user
     is a synced account, challenged like a phone)."""
-    wait_state(synch, timeout, Monitor="Stable", Service="Normal")
+    synch.wait_state(timeout, Monitor="Stable", Service="Normal")
     wait_until(
         lambda: all(sip_answer(synch.details(), t).startswith("401") for t in transports),
         timeout, message=f"SIP answers on {transports}: {synch.details()}",
@@ -212,7 +204,7 @@ def test_sip_port_dropped_with_ami_open_fails_over_then_falls_back(
 
     ns.nft_delete(NFT_TABLE)
     restored = time.monotonic()
-    wait_state(synch, 5 * 5 + 4 + 10, Monitor="Stable", Service="Normal")
+    synch.wait_state(5 * 5 + 4 + 10, Monitor="Stable", Service="Normal")
     assert synch.resolve_a() == ns.ns_addr
     after = synch.details()
     assert after["Fallbacks"] >= 1 and after["Outage"] == "none"
@@ -249,7 +241,7 @@ def test_res_pjsip_unloaded_while_ami_answers_fails_over_then_falls_back(
     central.stop()
     central.start()
     restarted = time.monotonic()
-    wait_state(synch, 5 * 5 + 4 + 10, Monitor="Stable", Service="Normal")
+    synch.wait_state(5 * 5 + 4 + 10, Monitor="Stable", Service="Normal")
     assert synch.resolve_a() == ns.ns_addr
     assert sip_answer(synch.details()).startswith("401")
     FIGURES.append(f"res_pjsip_back_fallback_seconds={time.monotonic() - restarted:.2f}")
@@ -327,4 +319,4 @@ def test_udp_tcp_and_tls_probed_and_one_failing_fails_over(
     assert metric_value(metrics, 'synch_central_sip_up{transport="tls"}') == 1
 
     ns.nft_delete(NFT_TABLE)
-    wait_state(synch, 15, Monitor="Stable", Service="Normal")
+    synch.wait_state(15, Monitor="Stable", Service="Normal")

@@ -49,8 +49,12 @@ def upstream(dnsmasq: Callable[..., Dnsmasq]) -> Dnsmasq:
 
 
 def make_synch(
-    tmp_path: Path, central: AsteriskInstance, branch: AsteriskInstance, upstream: Dnsmasq,
-    central_host: str | None = None, **overrides: dict[str, Any],
+    tmp_path: Path,
+    central: AsteriskInstance,
+    branch: AsteriskInstance,
+    upstream: Dnsmasq,
+    central_host: str | None = None,
+    **overrides: dict[str, Any],
 ) -> SynchProcess:
     return synch_for(tmp_path, central, upstream.port, branch=branch, central_host=central_host,
                      **overrides)  # fmt: skip
@@ -65,17 +69,9 @@ def synch(
     proc.stop()
 
 
-def wait_state(synch: SynchProcess, timeout: float, **expected: str) -> dict[str, str]:
-    def matches() -> dict[str, str] | None:
-        status = synch.status()
-        return status if all(status[k] == v for k, v in expected.items()) else None
-
-    return wait_until(matches, timeout, message=f"state {expected}; log:\n{synch.log()}")
-
-
 def test_healthy_central_is_stable_and_dns_answers_the_central(synch: SynchProcess) -> None:
     # defaultstate Failover until the central proves healthy.
-    wait_state(synch, 10, Monitor="Stable", Service="Normal")
+    synch.wait_state(10, Monitor="Stable", Service="Normal")
     assert synch.resolve_a() == "127.0.0.10"
     assert synch.resolve_a("SIP.Example.LOCAL") == "127.0.0.10"
     details = synch.details()
@@ -86,20 +82,23 @@ def test_healthy_central_is_stable_and_dns_answers_the_central(synch: SynchProce
 def test_dead_central_fails_over_within_the_bound_and_falls_back(
     synch: SynchProcess, central: AsteriskInstance
 ) -> None:
-    wait_state(synch, 10, Monitor="Stable", Service="Normal")
+    synch.wait_state(10, Monitor="Stable", Service="Normal")
     serial = synch.soa_serial()
     central.kill()  # process dead: connections refused
     cut = time.monotonic()
-    wait_until(lambda: synch.resolve_a() == "127.0.0.20", FAILOVER_BOUND,
-               message=f"DNS flips to the branch; log:\n{synch.log()}")
+    wait_until(
+        lambda: synch.resolve_a() == "127.0.0.20",
+        FAILOVER_BOUND,
+        message=f"DNS flips to the branch; log:\n{synch.log()}",
+    )
     assert time.monotonic() - cut <= FAILOVER_BOUND
-    status = wait_state(synch, 2, Monitor="Failed", Service="Failover")
+    status = synch.wait_state(2, Monitor="Failed", Service="Failover")
     assert status["Service"] == "Failover"
     assert synch.soa_serial() > serial
     before = synch.details()["Probes"]
 
     central.start()
-    wait_state(synch, 30, Monitor="Stable", Service="Normal")
+    synch.wait_state(30, Monitor="Stable", Service="Normal")
     assert synch.resolve_a() == "127.0.0.10"
     after = synch.details()
     # Fallback needed aliveThreshold good probes in a row after the central came back.
@@ -108,28 +107,39 @@ def test_dead_central_fails_over_within_the_bound_and_falls_back(
 
 
 def test_silent_central_host_fails_over_within_the_bound(
-    tmp_path: Path, asterisk_factory: Callable[..., AsteriskInstance],
-    branch: AsteriskInstance, upstream: Dnsmasq, netns_factory: Callable[..., Netns],
+    tmp_path: Path,
+    asterisk_factory: Callable[..., AsteriskInstance],
+    branch: AsteriskInstance,
+    upstream: Dnsmasq,
+    netns_factory: Callable[..., Netns],
 ) -> None:
     ns = netns_factory()
     central = asterisk_factory(
-        "central-ns", netns=ns.name, ami_host=ns.ns_addr, ami_port=5038, sip_port=5060,
-        sip_host=ns.ns_addr, configs=central_configs(),
+        "central-ns",
+        netns=ns.name,
+        ami_host=ns.ns_addr,
+        ami_port=5038,
+        sip_port=5060,
+        sip_host=ns.ns_addr,
+        configs=central_configs(),
     )
     synch = make_synch(tmp_path, central, branch, upstream, central_host=ns.ns_addr)
     synch.start()
     try:
-        wait_state(synch, 15, Monitor="Stable", Service="Normal")
+        synch.wait_state(15, Monitor="Stable", Service="Normal")
         ns.drop_all()  # packets vanish: connects and replies time out
         cut = time.monotonic()
-        wait_until(lambda: synch.resolve_a() == "127.0.0.20", FAILOVER_BOUND,
-                   message=f"DNS flips on a silent host; log:\n{synch.log()}")
+        wait_until(
+            lambda: synch.resolve_a() == "127.0.0.20",
+            FAILOVER_BOUND,
+            message=f"DNS flips on a silent host; log:\n{synch.log()}",
+        )
         assert time.monotonic() - cut <= FAILOVER_BOUND
         details = synch.details()
         assert details["Monitor"] == "Failed"
         assert details["Probes"]["error"] >= ERRORS_TO_FAIL
         ns.restore()
-        wait_state(synch, 30, Monitor="Stable", Service="Normal")
+        synch.wait_state(30, Monitor="Stable", Service="Normal")
     finally:
         synch.stop()
 
@@ -155,15 +165,19 @@ def test_dns_local_and_forwarded_answers(synch: SynchProcess) -> None:
 def test_status_socket_is_byte_exact(synch: SynchProcess) -> None:
     reply = synch.ask(f"GetStatus({TOKEN})")
     assert reply.startswith('[{"Timestamp":"') and reply.endswith('"}]\n')
-    ts = reply[len('[{"Timestamp":"'):][:14]
+    ts = reply[len('[{"Timestamp":"') :][:14]
     assert ts.isdigit() and len(ts) == 14
-    assert reply[len('[{"Timestamp":"') + 14:].startswith('","Monitor":"')
+    assert reply[len('[{"Timestamp":"') + 14 :].startswith('","Monitor":"')
     assert synch.ask("GetStatus(wrong)") == "Token error. Bye bye!\n"
     assert synch.ask("GetStatus()") == "Token error. Bye bye!\n"
     assert synch.ask(f"Reboot({TOKEN})") == "Action error. Bye bye!\n"
     nc = subprocess.run(
         ["nc", "-N", "127.0.0.1", str(synch.config["servicecontrol"]["port"])],
-        input=f"GetStatus({TOKEN})\n", capture_output=True, text=True, timeout=10, check=True,
+        input=f"GetStatus({TOKEN})\n",
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
     )
     assert nc.stdout.startswith('[{"Timestamp":"') and nc.stdout.count("\n") == 1
 
@@ -188,7 +202,7 @@ def test_status_socket_serves_100_clients_at_once(synch: SynchProcess) -> None:
 
 
 def test_admin_override_forces_failover_until_auto(synch: SynchProcess) -> None:
-    wait_state(synch, 10, Monitor="Stable", Service="Normal")
+    synch.wait_state(10, Monitor="Stable", Service="Normal")
     assert synch.admin("Failover")["ok"] is True
     assert synch.resolve_a() == "127.0.0.20"
     assert synch.status()["Service"] == "Failover"
@@ -198,7 +212,7 @@ def test_admin_override_forces_failover_until_auto(synch: SynchProcess) -> None:
 
 
 def test_synch_status_speaks_in_sentences(synch: SynchProcess) -> None:
-    wait_state(synch, 10, Monitor="Stable", Service="Normal")
+    synch.wait_state(10, Monitor="Stable", Service="Normal")
     wait_until(lambda: synch.details()["LastSync"].get("Result"), 15, message="a first sync")
     synch.admin("Failover")
     result = synch.cli("status")
@@ -222,11 +236,12 @@ def test_synch_status_speaks_in_sentences(synch: SynchProcess) -> None:
 
 
 def test_metrics_pass_promtool(synch: SynchProcess) -> None:
-    wait_state(synch, 10, Monitor="Stable")
+    synch.wait_state(10, Monitor="Stable")
     synch.query("sip.example.local")
     body = urllib.request.urlopen(synch.metrics_url, timeout=5).read().decode()
-    check = subprocess.run(["promtool", "check", "metrics"], input=body,
-                           capture_output=True, text=True, check=False)
+    check = subprocess.run(
+        ["promtool", "check", "metrics"], input=body, capture_output=True, text=True, check=False
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert 'synch_monitor_state{state="Stable"} 1.0' in body
     assert 'synch_service_state{state="Normal"} 1.0' in body
@@ -250,10 +265,12 @@ def test_bind_failure_is_fatal_and_never_reported_started(
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     try:
-        proc = make_synch(tmp_path, central, branch, upstream,
-                          servicecontrol={"port": taken.getsockname()[1]})
-        result = subprocess.run(proc.command("run"), capture_output=True, text=True,
-                                timeout=20, check=False)
+        proc = make_synch(
+            tmp_path, central, branch, upstream, servicecontrol={"port": taken.getsockname()[1]}
+        )
+        result = subprocess.run(
+            proc.command("run"), capture_output=True, text=True, timeout=20, check=False
+        )
     finally:
         taken.close()
     assert result.returncode != 0
@@ -263,15 +280,22 @@ def test_bind_failure_is_fatal_and_never_reported_started(
 
 def test_check_config_names_every_bad_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
-    bad.write_text('{"probemonitor": {"interval": -1, "failuretolerence": 5},'
-                   ' "dnsservice": {"port": 70000}}')
+    bad.write_text(
+        '{"probemonitor": {"interval": -1, "failuretolerence": 5}, "dnsservice": {"port": 70000}}'
+    )
     result = subprocess.run(
         [sys.executable, "-m", "synch.cli", "check-config", "-c", str(bad)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 2
-    for key in ("probemonitor.interval", "probemonitor.failuretolerence", "dnsservice.port",
-                "amiremote.hostname"):
+    for key in (
+        "probemonitor.interval",
+        "probemonitor.failuretolerence",
+        "dnsservice.port",
+        "amiremote.hostname",
+    ):
         assert key in result.stderr, result.stderr
 
 

@@ -35,9 +35,7 @@ def central(asterisk_factory: Callable[..., AsteriskInstance]) -> AsteriskInstan
 
 @pytest.fixture
 def branch(asterisk_factory: Callable[..., AsteriskInstance]) -> AsteriskInstance:
-    return asterisk_factory(
-        "branch", configs={"extensions.conf": HOLDING}, manager_users=LIMITED
-    )
+    return asterisk_factory("branch", configs={"extensions.conf": HOLDING}, manager_users=LIMITED)
 
 
 @pytest.fixture
@@ -75,14 +73,6 @@ def hang_up(branch: AsteriskInstance) -> None:
     wait_until(lambda: branch.channels() == [], 15, message="the call ended at the branch")
 
 
-def wait_state(synch: SynchProcess, timeout: float, **expected: str) -> dict[str, Any]:
-    def matches() -> dict[str, Any] | None:
-        details = synch.details()
-        return details if all(details[k] == v for k, v in expected.items()) else None
-
-    return wait_until(matches, timeout, message=f"state {expected}; log:\n{synch.log()}")
-
-
 def in_order(log: str, *lines: str) -> bool:
     """Every one of `lines` is in `log`, each after the one before it."""
     at = 0
@@ -98,15 +88,15 @@ def test_fallback_waits_while_a_call_is_up_and_goes_when_it_ends(
     branch: AsteriskInstance,
 ) -> None:  # fmt: skip
     synch = start_synch()
-    wait_state(synch, 15, Monitor="Stable", Service="Normal")
+    synch.wait_state(15, Monitor="Stable", Service="Normal")
     assert synch.details()["FallbackHeld"] is None  # no call at start: fell back at once
     central.kill()
-    wait_state(synch, 15, Monitor="Failed", Service="Failover")
+    synch.wait_state(15, Monitor="Failed", Service="Failover")
     place_call(branch)
     assert synch.resolve_a() == BRANCH
 
     central.start()
-    held = wait_state(synch, 30, Monitor="Stable")
+    held = synch.wait_state(30, Monitor="Stable")
     assert held["Service"] == "Failover", f"fell back during a call; log:\n{synch.log()}"
     assert held["FallbackHeld"]["Calls"] == 1 and held["FallbackHeld"]["Channels"] == 2
     assert synch.resolve_a() == BRANCH
@@ -125,13 +115,14 @@ def test_fallback_waits_while_a_call_is_up_and_goes_when_it_ends(
     assert "The central answers again; phones stay at the branch until its call ends" in status
 
     hang_up(branch)
-    done = wait_state(synch, 15, Service="Normal")
+    done = synch.wait_state(15, Service="Normal")
     assert done["FallbackHeld"] is None and done["Monitor"] == "Stable"
     assert synch.resolve_a() == CENTRAL
     assert metric_value(synch.metrics(), "synch_fallback_held") == 0
     assert in_order(
         synch.log(20000),
-        "monitor Failed -> Unstable", "monitor Unstable -> Stable",
+        "monitor Failed -> Unstable",
+        "monitor Unstable -> Stable",
         "falling back waits for 1 call (2 channels) at the branch",
         "the calls at the branch ended: falling back after waiting",
         "service Failover -> Normal",
@@ -145,7 +136,7 @@ def test_the_maximum_ends_the_wait_with_the_call_still_up(
     # the central answers, and falling back waits, here for at most 3 s.
     place_call(branch)
     synch = start_synch(probemonitor={"fallbackholdmax": 3})
-    wait_state(synch, 30, Monitor="Stable", Service="Normal")
+    synch.wait_state(30, Monitor="Stable", Service="Normal")
     assert synch.resolve_a() == CENTRAL
     assert len(branch.channels()) == 2  # the call is still up
     assert in_order(
@@ -164,7 +155,7 @@ def test_a_branch_user_that_may_not_list_channels_waits_for_nothing(
 ) -> None:
     place_call(branch)
     synch = start_synch(amilocal={"username": LIMITED_USER, "password": LIMITED_SECRET})
-    wait_state(synch, 30, Monitor="Stable", Service="Normal")
+    synch.wait_state(30, Monitor="Stable", Service="Normal")
     log = synch.log(20000)
     assert "cannot count the calls at the branch, so falling back does not wait" in log, log
     assert "needs `write = reporting` (or system) for CoreShowChannels" in log, log
