@@ -22,6 +22,9 @@ def describe(details: dict[str, object]) -> list[str]:
     branch = details.get("BranchReachable")
     if branch is True:
         lines.append("The branch Asterisk answers AMI.")
+    mirror = _mirror(details.get("ContactMirror"), now)
+    if mirror:
+        lines.append(mirror)
     attention = _attention(details)
     if attention:
         lines.append("")
@@ -33,6 +36,21 @@ def describe(details: dict[str, object]) -> list[str]:
         tail += f", running for {_duration(uptime)}"
     lines += ["", tail + "."]
     return lines
+
+
+def _mirror(mirror: object, now: datetime) -> str:
+    """Contact mirroring: how many phones the branch can call at once, and whether it does."""
+    if not isinstance(mirror, dict):
+        return ""
+    phones = mirror.get("Phones")
+    if not isinstance(phones, int):
+        return ""
+    known = "1 phone" if phones == 1 else f"{phones} phones"
+    learned = _when(mirror.get("Learned"))
+    when = f", learned {_duration((now - learned).total_seconds())} ago" if learned else ""
+    if mirror.get("Active"):
+        return f"The branch calls {known} at their contacts known at the central{when}."
+    return f"The branch knows the contacts of {known} at the central{when}, for a failover."
 
 
 def _central(details: dict[str, object], now: datetime) -> str:

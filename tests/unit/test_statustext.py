@@ -53,10 +53,10 @@ def test_an_outage_with_everything_to_attend_to() -> None:
     text = "\n".join(lines)
     assert lines[0].startswith("The central PBX does not answer since")
     assert "(last probe: no answer within 4 s)" in lines[0]
-    assert lines[1].startswith("Phones are sent to this branch (sip.example.local resolves to "
-                               "192.168.1.10)") and lines[1].endswith("An admin forced this.")
-    assert lines[2] == ("Last sync 3 h ago: guarded: refusing to remove 40 of 57 synced "
-                        "accounts.")
+    assert lines[1].startswith(
+        "Phones are sent to this branch (sip.example.local resolves to 192.168.1.10)"
+    ) and lines[1].endswith("An admin forced this.")
+    assert lines[2] == ("Last sync 3 h ago: guarded: refusing to remove 40 of 57 synced accounts.")
     assert "The branch Asterisk answers AMI." not in text
     attention = text.split("Needs attention:\n")[1].split("\n\n")[0].splitlines()
     assert [item.split(";")[0] for item in attention] == [
@@ -96,9 +96,11 @@ def test_what_is_down_is_said() -> None:
                    "on the central, sync is paused until AMI answers",
     ))  # fmt: skip
     assert ami_only[0].startswith("The central PBX answers the phones since 2026-11-29 10:00:00")
-    assert ami_only[0].endswith(", but the central's AMI does not answer while its SIP service "
-                                "does: phones stay on the central, sync is paused until AMI "
-                                "answers.")
+    assert ami_only[0].endswith(
+        ", but the central's AMI does not answer while its SIP service "
+        "does: phones stay on the central, sync is paused until AMI "
+        "answers."
+    )
     assert "- no sync can run now: the central's AMI does not answer" in ami_only
     uplink = describe(details(
         Monitor="Failed", Outage="uplink",
@@ -140,3 +142,19 @@ def test_a_budget_over_its_target_needs_attention() -> None:
     within = describe(details(FailoverBudget={**budget, "Seconds": 109, "OverTarget": False}))
     assert "Needs attention:" not in within
     assert "Needs attention:" not in describe(details(FailoverBudget=None))
+
+
+def test_contact_mirroring_is_told() -> None:
+    mirror = {"Phones": 2, "Contacts": 2, "Learned": "20261129115900", "Active": False}
+    lines = describe(details(ContactMirror=mirror))
+    assert (
+        "The branch knows the contacts of 2 phones at the central, learned 1 min ago, for a "
+        "failover." in lines
+    )
+    active = describe(details(ContactMirror={**mirror, "Phones": 1, "Active": True}))
+    assert (
+        "The branch calls 1 phone at their contacts known at the central, learned 1 min ago."
+        in active
+    )
+    quiet = "\n".join(describe(details(ContactMirror={"Phones": None})))
+    assert "contacts" not in quiet and "None" not in quiet
