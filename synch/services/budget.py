@@ -15,8 +15,9 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from synch.budget import Budget, Timers, compute, registration_limit
+from synch.budget import Budget, Timers, compute
 from synch.config import Settings
+from synch.registration import registration_limit
 
 if TYPE_CHECKING:
     from synch.metrics import Metrics

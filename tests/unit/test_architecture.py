@@ -16,6 +16,7 @@ SYNCH = Path(__file__).resolve().parents[2] / "synch"
 PURE = (
     "synch.probe",
     "synch.budget",
+    "synch.registration",
     "synch.states",
     "synch.names",
     "synch.timestamps",

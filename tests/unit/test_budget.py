@@ -9,19 +9,16 @@ from typing import Any
 import pytest
 
 from lab.samples import ORIGINAL_README_SIP_ADDITIONAL, freepbx_pjsip
-from synch.budget import (
+from synch.budget import Budget, Term, Timers, compute
+from synch.config import parse_settings
+from synch.probe import ProbeMonitor
+from synch.registration import (
     CHAN_SIP_MAXEXPIRY,
     PJSIP_MAXIMUM_EXPIRATION,
-    Budget,
     RegistrationLimit,
-    Term,
-    Timers,
-    compute,
     observed_limit,
     registration_limit,
 )
-from synch.config import parse_settings
-from synch.probe import ProbeMonitor
 from tests.unit.test_config import config_text
 
 SHIPPED = Timers()  # interval 5, timeout 4, 5/5/1, recordttl 300, target 120
