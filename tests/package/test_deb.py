@@ -19,8 +19,9 @@ machine's suite (plus systemd, which any real host has):
   after an edit (the README's step), refused settings stop it with exit 2 and no restart,
   the reason in the journal; an upgrade while it runs restarts it on the new version; an
   upgrade over refused settings installs and leaves it stopped; remove stops it;
-* `synch-appliance`: its first-boot unit enabled at install, left disabled across an
-  upgrade once the first boot disabled itself, its files gone at purge.
+* the image's install: the pi-gen stage's own 02-synch scripts install both packages
+  (synch-appliance: the first-boot unit enabled, and left disabled across an update once the
+  first boot disabled itself; its files gone at purge).
 
 Not exercised here: a real Asterisk (Debian's bookworm has none; /etc/asterisk stands in
 for it) and the package on arm64 (the image test installs it there).
@@ -384,16 +385,32 @@ def test_service_under_systemd(packages: Packages, deps_root: Path, tmp_path: Pa
     root.remove()
 
 
-def test_appliance_package(packages: Packages, deps_root: Path, tmp_path: Path) -> None:
+def test_image_stage_install(packages: Packages, deps_root: Path, tmp_path: Path) -> None:
+    """The pi-gen stage's 02-synch as pi-gen runs it (01-run.sh on the host, 02-run-chroot.sh
+    fed to bash inside the root), with this machine's packages instead of arm64 ones; then
+    an update of the box to the next release, and a purge."""
     v1, v2 = packages.v1, packages.v2
     root = Root.copy_of(deps_root, tmp_path / "root")
     before = snapshot(root.path)
-    root.sh(f"cd /var/tmp && apt install -y {put(root, v1.deb, v1.appliance)}")
+    stage = tmp_path / "stage"
+    shutil.copytree(TOP / "pi-gen-stage/02-synch", stage / "02-synch")
+    (stage / "files").mkdir()
+    for deb in (v1.deb, v1.appliance):
+        shutil.copy(deb, stage / "files")
+    (stage / "files/VERSION").write_text(f"synch {v1.version}\n")
+    env = {**os.environ, "STAGE_DIR": str(stage), "ROOTFS_DIR": str(root.path)}
+    subprocess.run(["./01-run.sh"], cwd=stage / "02-synch", env=env, check=True)
+    script = (stage / "02-synch/02-run-chroot.sh").read_text()
+    out = root.sh(f"bash -e <<'STAGE'\n{script}STAGE").stdout
+    assert f"synch {v1.version}" in out
     wants = root / "etc/systemd/system/multi-user.target.wants"
     assert (wants / "synch-first-boot.service").is_symlink()
+    assert (wants / "synch.service").is_symlink()
     assert stat_of(root, "usr/lib/synch/synch-first-boot") == "755 root:root"
+    assert stat_of(root, SETTINGS) == "600 asterisk:asterisk"
     assert (root / "usr/lib/systemd/resolved.conf.d/synch.conf").is_file()
-    # The first boot disables itself (its ExecStartPost): an upgrade leaves it so.
+    assert not (root / "var/tmp/synch-debs").exists()
+    # The first boot disables itself (its ExecStartPost): an update leaves it so.
     root.sh("systemctl disable synch-first-boot.service")
     (root / "var/log/synch-first-boot.log").write_text("first boot done\n")
     root.sh(f"cd /var/tmp && {APT} {CONFOLD} install {put(root, v2.deb, v2.appliance)}")
@@ -401,6 +418,6 @@ def test_appliance_package(packages: Packages, deps_root: Path, tmp_path: Path) 
     assert (wants / "synch.service").is_symlink()
     root.sh(f"{APT} purge synch-appliance synch")
     left = {p: how for p, how in difference(before, snapshot(root.path)).items()
-            if p not in USER_FILES}
+            if p not in USER_FILES and p != "etc/synch-release"}  # the stage's, not a package's
     assert not left, f"left behind or changed by install/purge: {left}"
     root.remove()
