@@ -325,7 +325,7 @@ def build_synch(args: argparse.Namespace, synch_wheel: Path, deps: list[Path], w
         write(root / "usr/share/lintian/overrides/synch", overrides.read_text())
     debian = root / "DEBIAN"
     python_version = synch_wheel.name.split("-")[1]
-    for script in ("postinst", "prerm", "postrm"):
+    for script in ("preinst", "postinst", "prerm", "postrm"):
         text = (HERE / "synch" / script).read_text()
         text = text.replace("@SYNCH_VERSION@", python_version)
         text = text.replace("@PYTHONS@", ", ".join(args.pythons))

@@ -14,6 +14,8 @@ machine's suite (plus systemd, which any real host has):
   fires) remakes a broken virtualenv; refused settings still let the package install, and
   say why; remove (settings kept), purge (settings and state gone, the asterisk user kept,
   nothing else left: a listing of the whole root before and after);
+* over a hand-made install (the earlier README's, or the .NET synch's): settings kept
+  without a question, a /opt/synch that is not a virtualenv moved aside, never deleted;
 * booted under systemd in systemd-nspawn (own network namespace, loopback only): the unit
   as installed verifies, starts at boot with its whole sandbox, `systemctl restart synch`
   after an edit (the README's step), refused settings stop it with exit 2 and no restart,
@@ -316,6 +318,43 @@ def test_install_upgrade_remove_purge(packages: Packages, deps_root: Path,
             and not (how == "changed" and path.startswith("usr/share/python3/")
                      and path.endswith(".pyc"))}
     assert not left, f"left behind or changed by install/purge: {left}"
+    root.remove()
+
+
+@pytest.mark.parametrize("before", ["venv", "dotnet"])
+def test_over_a_hand_made_install(packages: Packages, deps_root: Path, tmp_path: Path,
+                                  before: str) -> None:
+    """A host set up by hand: with the earlier README's commands (a virtualenv in /opt/synch),
+    or running the .NET synch (its files in /opt/synch), settings copied to /etc/synch as the
+    README says, the old unit in /etc/systemd/system. The package takes over without a
+    question, the settings kept; a /opt/synch that is not a virtualenv is moved aside."""
+    v1 = packages.v1
+    root = Root.copy_of(deps_root, tmp_path / "root")
+    root.sh("adduser --system --group --quiet --home /var/lib/asterisk --no-create-home asterisk"
+            " && install -d -m 0750 -o asterisk -g asterisk /etc/synch")
+    if before == "venv":
+        root.sh("python3 -m venv /opt/synch")
+    else:
+        (root / "opt/synch").mkdir(parents=True)
+        (root / "opt/synch/Synch.dll").write_bytes(b"MZ")
+        (root / "opt/synch/appsettings.json").write_text("{}\n")
+    own = site_edit(v1.template)
+    (root / SETTINGS).write_text(own)
+    root.sh(f"chown asterisk: /{SETTINGS} && chmod 600 /{SETTINGS}")
+    shutil.copy(TOP / "appliance/synch.service", root / "etc/systemd/system/synch.service")
+    out = root.sh(f"cd /var/tmp && apt install -y {put(root, v1.deb)}").stdout
+    assert f"kept your /{SETTINGS}" in out and "overrides the unit of this package" in out, out
+    assert (root / SETTINGS).read_text() == own
+    assert stat_of(root, SETTINGS) == "600 asterisk:asterisk"
+    assert not (root / f"{SETTINGS}.synch-own").exists()
+    assert conffiles(root) == f"/{SETTINGS} {md5(v1.template)}"  # yours count as edited
+    assert synch_version(root) == f"synch {v1.version}"
+    if before == "dotnet":
+        assert "moved /opt/synch, which is not a Python virtualenv, to /opt/synch.old" in out
+        assert (root / "opt/synch.old/Synch.dll").read_bytes() == b"MZ"
+        assert (root / "opt/synch.old/appsettings.json").is_file()
+        root.sh(f"{APT} purge synch")
+        assert (root / "opt/synch.old/Synch.dll").is_file()  # never the package's to remove
     root.remove()
 
 
