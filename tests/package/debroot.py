@@ -154,6 +154,7 @@ class Booted:
 
     def start(self, timeout: float = 120) -> None:
         machine = f"synch-deb-{os.getpid()}-{int(time.monotonic() * 1000) % 100000}"
+        self.init_pid = 0
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit",

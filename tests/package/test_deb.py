@@ -16,11 +16,13 @@ machine's suite (plus systemd, which any real host has):
   nothing else left: a listing of the whole root before and after);
 * over a hand-made install (the earlier README's, or the .NET synch's): settings kept
   without a question, a /opt/synch that is not a virtualenv moved aside, never deleted;
-* booted under systemd in systemd-nspawn (own network namespace, loopback only): the unit
-  as installed verifies, starts at boot with its whole sandbox, `systemctl restart synch`
-  after an edit (the README's step), refused settings stop it with exit 2 and no restart,
-  the reason in the journal; an upgrade while it runs restarts it on the new version; an
-  upgrade over refused settings installs and leaves it stopped; remove stops it;
+* booted under systemd in systemd-nspawn (own network namespace, loopback only): the
+  README's steps (install: enabled, not started on the template; edit, `synch check-config`,
+  `systemctl restart synch`: running as asterisk with the unit's whole sandbox, `synch
+  status` answers); the unit as installed verifies; refused settings stop it with exit 2 and
+  no restart, the reason in the journal; an upgrade while it runs restarts it on the new
+  version; an upgrade over refused settings installs and leaves it stopped; it starts at the
+  next boot; remove stops it;
 * the image's install: the pi-gen stage's own 02-synch scripts install both packages
   (synch-appliance: the first-boot unit enabled, and left disabled across an update once the
   first boot disabled itself; its files gone at purge).
@@ -361,28 +363,31 @@ def test_over_a_hand_made_install(packages: Packages, deps_root: Path, tmp_path:
 def test_service_under_systemd(packages: Packages, deps_root: Path, tmp_path: Path) -> None:
     v1, v2 = packages.v1, packages.v2
     root = Root.copy_of(deps_root, tmp_path / "root")
-    root.sh(f"cd /var/tmp && apt install -y {put(root, v1.deb)}")
-    put(root, v2.deb)
-    make_asterisk_dir(root)  # an Asterisk host's
+    put(root, v1.deb, v2.deb)
     edited = site_edit(v1.template)
-    write_settings(root, edited)
     box = Booted(root, tmp_path / "console.log")
     try:
         box.start()
+        # The README's steps, on a running system: install (the template: enabled, not
+        # started), edit, check, restart.
+        out = box.sh(f"cd /var/tmp && apt install -y ./{v1.deb.name} 2>&1").stdout
+        assert "is the default template, so synch was not started" in out, out
+        assert box.sh("systemctl is-enabled synch").stdout.strip() == "enabled"
+        assert box.unit("synch")["ActiveState"] == "inactive"
         verify = box.sh("systemd-analyze verify --man=no synch.service 2>&1", check=False)
         assert verify.returncode == 0 and "synch" not in verify.stdout, verify.stdout
+        make_asterisk_dir(root)  # an Asterisk host's
+        write_settings(root, edited)
+        assert "OK" in box.sh("synch check-config").stdout
+        box.sh("systemctl restart synch")
 
-        # Enabled by the package, so started at boot, sandbox and all; `synch status` works.
+        # Running as asterisk, sandbox and all; `synch status` reaches it.
         props = box.wait_unit("synch", ("active",))
         assert props["NRestarts"] == "0", props
         pid = props["MainPID"]
         uid = box.sh(f"sed -n 's/^Uid:\\s*\\([0-9]*\\).*/\\1/p' /proc/{pid}/status").stdout
         assert uid.strip() == box.sh("id -u asterisk").stdout.strip()
         assert f"synch {v1.version}, running" in box.sh("synch status").stdout
-
-        # The README's last step after an edit.
-        box.sh("systemctl restart synch")
-        assert box.wait_unit("synch", ("active",))["MainPID"] != pid
 
         # Refused settings: exit 2, no restart, the reason in the journal.
         write_settings(root, refused(edited))
@@ -412,10 +417,13 @@ def test_service_under_systemd(packages: Packages, deps_root: Path, tmp_path: Pa
         props = box.wait_unit("synch", ("failed",))
         assert props["ExecMainStatus"] == "2", props
 
-        # Remove stops it.
+        # Enabled: started at the next boot.
         write_settings(root, edited)
-        box.sh("systemctl restart synch")
+        box.stop()
+        box.start()
         box.wait_unit("synch", ("active",))
+
+        # Remove stops it.
         box.sh(f"{APT} remove synch")
         props = box.unit("synch")
         assert (props["ActiveState"], props["MainPID"]) == ("inactive", "0"), props
