@@ -6,10 +6,12 @@ PY      := $(VENV)/bin/python
 # every tool a test runs, so that none is missing on a fresh machine. procps: sysctl; systemd:
 # systemd-analyze; openssh-client: ssh-keygen; e2fsprogs, dosfstools, mtools, fdisk: the image
 # assembly test (mkfs.ext4, mkfs.vfat, mcopy/mdir, sfdisk); baresip-core, linphone-cli: the real
-# SIP phones of the test bed (lab/softphones.py); util-linux: setpriv, which runs them.
+# SIP phones of the test bed (lab/softphones.py); util-linux: setpriv, which runs them, and
+# nsenter; lintian and systemd-container (systemd-nspawn): the Debian package test.
 DEB_PACKAGES := debootstrap sip-tester dnsmasq-base prometheus dnsutils iproute2 netcat-openbsd \
                 git curl python3-venv nftables dnsperf openssl procps systemd openssh-client \
-                e2fsprogs dosfstools mtools fdisk baresip-core linphone-cli util-linux
+                e2fsprogs dosfstools mtools fdisk baresip-core linphone-cli util-linux \
+                lintian systemd-container
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # $(call apt-install,PACKAGES[,APT-GET OPTIONS]): installs those of PACKAGES that are missing, so
@@ -22,7 +24,7 @@ if [ -n "$$missing" ]; then echo "installing:" $$missing; \
   $(SUDO) apt-get install -y -q $(2) $$missing; fi
 endef
 
-.PHONY: setup deps lab test test-fast lint demo bench wheel clean
+.PHONY: setup deps lab test test-fast lint demo bench wheel deb clean
 
 setup: $(VENV)/.installed
 
@@ -40,7 +42,7 @@ lab: deps setup
 	$(SUDO) $(PY) -m lab build
 
 lint: setup
-	$(VENV)/bin/ruff check synch lab tests bench
+	$(VENV)/bin/ruff check synch lab tests bench packaging
 	$(VENV)/bin/mypy
 
 test: deps setup lab lint
@@ -57,6 +59,13 @@ bench: deps setup lab
 
 wheel: setup
 	$(PY) -m pip wheel -q --no-deps -w dist .
+
+# dist/synch_VERSION_ARCH.deb and dist/synch-appliance_VERSION_all.deb (packaging/deb/build.py).
+# DEB_ARCH=arm64 for the Raspberry Pi image; DEB_REVISION: the Debian revision.
+DEB_ARCH     ?= $(shell dpkg --print-architecture)
+DEB_REVISION ?= 1
+deb: setup
+	$(PY) packaging/deb/build.py --arch $(DEB_ARCH) --revision $(DEB_REVISION) --out dist
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -4,7 +4,11 @@
 
 A copy of the image gets a site `synch.json` (and a `hostname`) on its FAT partition; the
 central is a lab Asterisk on this host, which the guest reaches as 10.0.2.2 through qemu's
-user network. The guest's DNS (udp+tcp 53), status (65038) and metrics (9386) ports are
+user network. With `--upgrade DEB` (a later synch package), the package goes on the FAT
+partition too and, after the first boot's checks, is installed in the guest as a box is
+updated (`apt install ./synch_*.deb`): the settings, their owner and mode, and the
+/etc/asterisk history must stay, and synch must come back Stable and Synced on it.
+The guest's DNS (udp+tcp 53), status (65038) and metrics (9386) ports are
 forwarded to host loopback. systemctl-level checks go through systemd's debug shell on a
 virtio console (a unix socket here), enabled on the kernel command line of this test only:
 the image itself has no such shell.
@@ -288,12 +292,67 @@ def appliance_checks(guest: Guest, ports: dict[str, int], c: Checks, secret: lis
             lambda: "[1001]" in guest.sh("cat /etc/asterisk/pjsip_synch.conf")[1])
 
 
+UPGRADE_NAME = "synch-upgrade.deb"
+
+
+def deb_version(deb: Path) -> str:
+    return subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def upgrade_checks(guest: Guest, ports: dict[str, int], c: Checks, version: str) -> None:
+    """Update synch the README's way and check what the update keeps."""
+    git_log = "runuser -u asterisk -- env HOME=/tmp git -C /etc/asterisk log --format=%H"
+    settings = "sha256sum /etc/synch/appsettings.json; stat -c %a:%U /etc/synch/appsettings.json"
+    old_settings = guest.sh(settings)[1]
+    old_history = guest.sh(git_log)[1]
+    old_pid = guest.sh("systemctl show -p MainPID --value synch")[1]
+
+    def install() -> bool:
+        rc, out = guest.sh(
+            "cd /boot/firmware && DEBIAN_FRONTEND=noninteractive apt-get install -y -q"
+            f" -o Dpkg::Options::=--force-confold ./{UPGRADE_NAME} </dev/null", timeout=1200)
+        if rc != 0:
+            raise AssertionError(out[-1500:])
+        return True
+
+    c.check("apt install of the later package", install)
+    c.check("package version after the update",
+            lambda: guest.sh("dpkg-query -W -f='${Version}' synch")[1] == version)
+    c.check("settings, owner and mode kept by the update",
+            lambda: guest.sh(settings)[1] == old_settings)
+
+    def history_kept() -> bool:
+        new = guest.sh(git_log)[1]
+        if not old_history or not new.endswith(old_history):
+            raise AssertionError(f"history was {old_history!r}, now {new!r}")
+        return True
+
+    c.check("/etc/asterisk history kept by the update", history_kept)
+    c.check("synch.service restarted by the update", lambda: wait_until(
+        lambda: guest.sh("systemctl is-active synch")[1] == "active"
+        and guest.sh("systemctl show -p MainPID --value synch")[1] not in ("0", old_pid),
+        120, interval=2, message="synch to run again after the update"))
+    status: dict[str, str] = {}
+
+    def stable_and_synced() -> bool:
+        status.update(get_status(ports["status"]) or {})
+        return status.get("Monitor") == "Stable" and status.get("Sync") == "Synced"
+
+    c.check("GetStatus after the update: Stable and Synced", lambda: wait_until(
+        stable_and_synced, 180, interval=2, message=f"status {status}"))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--image", type=Path, required=True)
     ap.add_argument("--timeout", type=float, default=900, help="seconds to wait for a boot")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--upgrade", type=Path, default=None,
+                    help="a later synch package to update the booted image to")
     args = ap.parse_args()
+    if args.upgrade and not args.upgrade.is_file():
+        raise SystemExit(f"no package {args.upgrade}")
     for tool in ("qemu-system-aarch64", "mcopy", "sfdisk"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} not found: make image-deps")
@@ -314,12 +373,19 @@ def main() -> int:
             for name in ("synch.json", "hostname"):
                 subprocess.run(["mcopy", "-o", "-i", f"{disk}@@{boot}", str(work / name),
                                 f"::{name}"], check=True)
+            if args.upgrade:
+                subprocess.run(["mcopy", "-o", "-i", f"{disk}@@{boot}", str(args.upgrade),
+                                f"::{UPGRADE_NAME}"], check=True)
             guest = Guest(work, disk, ports)
             say(f"booting; serial console in {guest.console}")
             guest.start()
             first = wait_ready(guest, ports, args.timeout)
             say(f"boot-to-ready (first boot): {first:.0f} s")
             appliance_checks(guest, ports, checks, secret)
+            if args.upgrade:
+                version = deb_version(args.upgrade)
+                say(f"updating synch to {version}")
+                upgrade_checks(guest, ports, checks, version)
 
             say("rebooting")
             guest.sh("systemctl reboot", timeout=10)

@@ -19,7 +19,7 @@ for tool in debootstrap mkfs.ext4 mkfs.vfat mcopy sfdisk xz update-binfmts; do
 	command -v "$tool" >/dev/null || die "$tool not found (apt-get install debootstrap \
 qemu-user-static binfmt-support dosfstools mtools fdisk xz-utils e2fsprogs)"
 done
-ls "$STAGE"/files/synch-*.whl >/dev/null 2>&1 || die "no wheel in $STAGE/files: run 'make stage-files'"
+ls "$STAGE"/files/synch_*.deb >/dev/null 2>&1 || die "no synch package in $STAGE/files: run 'make stage-files'"
 
 timings="$OUT_DIR/timings.txt"
 : >"$timings"

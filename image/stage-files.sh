@@ -1,28 +1,33 @@
 #!/bin/bash
-# Fill pi-gen-stage/files/ with what the stage installs: the newest synch wheel from dist/,
-# the arm64 wheels of its dependencies for the image's python (so the stage installs offline,
-# the same set every time), and a copy of appliance/: the stage directory is self-contained.
-# Usage: image/stage-files.sh [DIST_DIR]   (PYTHON: a python with pip; TARGET_PYTHON: the
-# image's python version, 3.13 on trixie)
+# Fill pi-gen-stage/files/ with what the stage installs: the newest synch package for the
+# image's architecture and the synch-appliance package of the same version, from dist/
+# (`make deb DEB_ARCH=arm64` builds them), and appliance/asterisk (the branch Asterisk base
+# configuration): the stage directory is self-contained.
+# Usage: image/stage-files.sh [DIST_DIR]   (DEB_ARCH: the image's architecture, arm64)
 set -euo pipefail
 top="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dist="${1:-$top/dist}"
+arch="${DEB_ARCH:-arm64}"
 files="$top/pi-gen-stage/files"
-wheel="$(ls "$dist"/synch-*.whl 2>/dev/null | sort -V | tail -n 1)" || true
-[ -n "$wheel" ] || { echo "stage-files: no synch wheel in $dist" >&2; exit 1; }
-[ -f "$top/appliance/appsettings.json" ] ||
-	{ echo "stage-files: appliance/appsettings.json is missing" >&2; exit 1; }
+die() { echo "stage-files: $*" >&2; exit 1; }
+
+deb="" version=""
+for candidate in "$dist"/synch_*_"$arch".deb; do
+	[ -f "$candidate" ] || continue
+	v="$(dpkg-deb -f "$candidate" Version)"
+	if [ -z "$version" ] || dpkg --compare-versions "$v" gt "$version"; then
+		deb="$candidate" version="$v"
+	fi
+done
+[ -n "$deb" ] || die "no synch_*_$arch.deb in $dist (make deb DEB_ARCH=$arch)"
+appliance="$dist/synch-appliance_${version}_all.deb"
+[ -f "$appliance" ] || die "no $(basename "$appliance") beside $(basename "$deb")"
+[ -d "$top/appliance/asterisk" ] || die "appliance/asterisk is missing"
+
 rm -rf "$files"
-mkdir -p "$files"
-cp "$wheel" "$files/"
-"${PYTHON:-$top/.venv/bin/python}" -m pip download -q --disable-pip-version-check \
-	-d "$files/wheels" --only-binary=:all: --implementation cp \
-	--python-version "${TARGET_PYTHON:-3.13}" --platform manylinux_2_28_aarch64 \
-	--platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64 "$wheel" 2>&1 |
-	{ grep -v "^WARNING: Location" || true; }
-rm -f "$files/wheels/$(basename "$wheel")"
-ls "$files"/wheels/gevent-*.whl >/dev/null  # the dependency download did happen
-cp -r "$top/appliance" "$files/appliance"
-find "$files/appliance" -name '__pycache__' -prune -exec rm -rf {} +
-basename "$wheel" | sed -E 's/^synch-([^-]+)-.*/synch \1/' >"$files/VERSION"
-echo "stage-files: $(basename "$wheel") and appliance/ in $files"
+mkdir -p "$files/appliance"
+cp "$deb" "$appliance" "$files/"
+cp -r "$top/appliance/asterisk" "$files/appliance/asterisk"
+# synch's own version (the Debian revision dropped): names the image.
+echo "synch ${version%-*}" >"$files/VERSION"
+echo "stage-files: $(basename "$deb"), $(basename "$appliance") and appliance/asterisk in $files"

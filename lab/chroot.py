@@ -1,8 +1,9 @@
-"""The Debian sid chroot holding Debian's Asterisk 22, built once and cached outside the tree.
+"""Debian roots made with debootstrap, built once and cached outside the tree.
 
-Asterisk runs inside it straight away: it needs neither /proc nor any bind mount (the device
-nodes debootstrap creates in <root>/dev are enough), so nothing is mounted and parallel test
-runs cannot leave mounts behind.
+The lab's is the Debian sid chroot holding Debian's Asterisk 22. Asterisk runs inside it
+straight away: it needs neither /proc nor any bind mount (the device nodes debootstrap creates
+in <root>/dev are enough), so nothing is mounted and parallel test runs cannot leave mounts
+behind. `debian_root` makes others the same way (the package test's clean root).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 MIRROR = "http://deb.debian.org/debian"
@@ -74,10 +75,10 @@ def _require_root() -> None:
 
 
 @contextlib.contextmanager
-def _build_lock(cache: Path) -> Iterator[None]:
+def _build_lock(cache: Path, name: str = "asterisk-sid") -> Iterator[None]:
     """Serialise builds between processes: the second one waits, then finds the chroot ready."""
     cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / "asterisk-sid.lock", "w") as lock:
+    with open(cache / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -85,7 +86,7 @@ def _build_lock(cache: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _progress(stop: threading.Event, started: float, log: Path) -> None:
+def _progress(stop: threading.Event, started: float, log: Path, label: str) -> None:
     """Elapsed time and debootstrap's latest step on stderr: one self-overwriting line on a
     terminal, a line every 10 s otherwise (CI logs)."""
     tty = sys.stderr.isatty()
@@ -98,21 +99,24 @@ def _progress(stop: threading.Event, started: float, log: Path) -> None:
         with contextlib.suppress(OSError):
             lines = log.read_text(errors="replace").splitlines()
             last = lines[-1][:70] if lines else ""
-        line = f"building Asterisk lab chroot: {time.monotonic() - started:4.0f}s {last}"
+        line = f"building {label}: {time.monotonic() - started:4.0f}s {last}"
         sys.stderr.write(f"\r{line:<110}" if tty else line + "\n")
         sys.stderr.flush()
 
 
-def _debootstrap(target: Path, log: Path) -> None:
+def _debootstrap(
+    target: Path, log: Path, suite: str = SUITE, include: Sequence[str] = PACKAGES,
+    label: str = "Asterisk lab chroot",
+) -> None:
     if not shutil.which("debootstrap"):
         raise LabError("debootstrap is not installed (apt-get install debootstrap)")
-    argv = [
-        "debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES),
-        SUITE, str(target), MIRROR,
-    ]
+    argv = ["debootstrap", "--variant=minbase"]
+    if include:
+        argv.append("--include=" + ",".join(include))
+    argv += [suite, str(target), MIRROR]
     started = time.monotonic()
     stop = threading.Event()
-    ticker = threading.Thread(target=_progress, args=(stop, started, log), daemon=True)
+    ticker = threading.Thread(target=_progress, args=(stop, started, log, label), daemon=True)
     ticker.start()
     try:
         with open(log, "w") as out:
@@ -125,7 +129,7 @@ def _debootstrap(target: Path, log: Path) -> None:
     if result.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
         raise LabError(f"{' '.join(argv)} failed (exit {result.returncode}); log {log}:\n{tail}")
-    sys.stderr.write(f"built Asterisk lab chroot in {time.monotonic() - started:.0f}s\n")
+    sys.stderr.write(f"built {label} in {time.monotonic() - started:.0f}s\n")
 
 
 def _unmount_under(path: Path) -> None:
@@ -193,4 +197,42 @@ def lab_root() -> Path:
         _write_marker(tmp)
         tmp.rename(root)
         _isolate_names(root)
+    return root
+
+
+def host_suite() -> str:
+    """The Debian suite of this machine (VERSION_CODENAME of /etc/os-release)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/os-release").read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key == "VERSION_CODENAME" and value.strip('"'):
+                return value.strip('"')
+    raise LabError("no VERSION_CODENAME in /etc/os-release: cannot tell this machine's suite")
+
+
+def debian_root(
+    name: str, suite: str, include: Sequence[str] = (), *,
+    prepare: Callable[[Path], None] | None = None,
+) -> Path:
+    """A minimal Debian root (debootstrap --variant=minbase SUITE, plus `include`) at
+    cache_dir()/NAME, built once (about a minute) and reused: treat it as read-only and work
+    on a copy. `prepare(root)` runs once on a fresh build, before the root is marked ready."""
+    root = cache_dir() / name
+    if (root / MARKER).is_file():
+        return root
+    _require_root()
+    with _build_lock(cache_dir(), name):
+        if (root / MARKER).is_file():
+            return root
+        tmp = root.with_name(root.name + ".tmp")
+        for half_built in (tmp, root):
+            if half_built.exists():
+                _unmount_under(half_built)
+                shutil.rmtree(half_built)
+        _debootstrap(tmp, cache_dir() / f"{name}.build.log", suite, include, f"Debian {suite} root")
+        if prepare is not None:
+            prepare(tmp)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        (tmp / MARKER).write_text(f"debootstrap {suite}\nready {stamp}\n")
+        tmp.rename(root)
     return root

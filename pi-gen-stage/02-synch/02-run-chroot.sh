@@ -1,12 +1,7 @@
-# A venv of its own: synch's dependencies (gevent, pyst2, ...) stay out of the system python.
-python3 -m venv /opt/synch
-# Offline, from the wheels `make stage-files` downloaded for this python and arm64.
-/opt/synch/bin/pip install --disable-pip-version-check -q --no-index \
-	--find-links /var/tmp/synch-dist /var/tmp/synch-dist/synch-*.whl
-rm -rf /var/tmp/synch-dist
-ln -sf /opt/synch/bin/synch /usr/local/bin/synch
-
-chown root:asterisk /etc/synch
-chown asterisk:asterisk /etc/synch/appsettings.json
-systemctl enable synch.service synch-first-boot.service
-/opt/synch/bin/synch --help >/dev/null
+# The README's install on an existing host: apt brings synch's dependencies; its postinst
+# makes the virtualenv /opt/synch from the wheels in the package (offline), gives the
+# settings template (0600) to asterisk and enables synch.service. synch-appliance enables
+# synch-first-boot.service and keeps a resolved stub listener off port 53.
+apt-get -o Acquire::Retries=3 install -y -q --no-install-recommends /var/tmp/synch-debs/*.deb
+rm -rf /var/tmp/synch-debs
+synch --version

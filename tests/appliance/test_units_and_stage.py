@@ -68,8 +68,13 @@ def test_units_verify(tmp_path: Path) -> None:
         text = re.sub(r"(ExecStart=)/\S+", rf"\1{stub}", path.read_text())
         (tmp_path / name).write_text(text)
         names.append(str(tmp_path / name))
+    # Documentation=man:synch(1): the page the Debian package installs.
+    man1 = tmp_path / "man/man1"
+    man1.mkdir(parents=True)
+    shutil.copy(TOP / "packaging/deb/synch.1", man1 / "synch.1")
     proc = subprocess.run(
-        ["systemd-analyze", "verify", *names], capture_output=True, text=True, check=False
+        ["systemd-analyze", "verify", *names], capture_output=True, text=True, check=False,
+        env={**os.environ, "MANPATH": str(tmp_path / "man")},
     )
     assert proc.returncode == 0, proc.stderr
     assert "synch" not in proc.stderr, proc.stderr
@@ -131,7 +136,7 @@ def test_sid_pinning_limited() -> None:
     assert "asterisk" in allowed
 
 
-def test_stage_refuses_to_run_without_wheel(tmp_path: Path) -> None:
+def test_stage_refuses_to_run_without_packages(tmp_path: Path) -> None:
     env = {**os.environ, "STAGE_DIR": str(tmp_path), "ROOTFS_DIR": str(tmp_path / "rootfs")}
     proc = subprocess.run(
         ["bash", str(STAGE / "02-synch/01-run.sh")],
@@ -141,6 +146,13 @@ def test_stage_refuses_to_run_without_wheel(tmp_path: Path) -> None:
         text=True,
     )
     assert proc.returncode != 0 and "make stage-files" in proc.stderr
+
+
+def test_stage_installs_the_packages() -> None:
+    """The image installs synch the way an existing host does: its Debian packages, with apt."""
+    script = (STAGE / "02-synch/02-run-chroot.sh").read_text()
+    assert re.search(r"^apt-get .*install .*/var/tmp/synch-debs/\*\.deb$", script, re.M)
+    assert "pip" not in script and "venv" not in script.replace("virtualenv", "")
 
 
 # The image assembly's tools and their Debian packages (`make deps` installs them).
