@@ -21,6 +21,8 @@ PERMISSION_HINTS = {
     "reload": "`write = config` (or system)",
     "command": "`write = command`",
     "coreshowchannels": "`write = reporting` (or system)",
+    "pjsipshowcontacts": "`write = system` (contact mirroring; `failover.mirrorcontacts` false "
+    "does without)",
 }
 
 

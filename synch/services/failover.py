@@ -71,6 +71,7 @@ class FailoverOverlay:
         self._next_learn = 0.0
         self._warned_include = False
         self._reload_owed = False
+        self._last_error = ""
         self._load()
 
     def wake(self, *_: object) -> None:
@@ -108,8 +109,12 @@ class FailoverOverlay:
             events = pjsip_contacts(self.central)
         except AmiError as exc:
             self.metrics.contact_learns.labels(result="failure").inc()
-            log.warning("contacts: the central's contacts could not be read: %s", exc)
+            # Said once per kind of failure, not every interval (a missing permission stays).
+            level = logging.WARNING if str(exc) != self._last_error else logging.DEBUG
+            self._last_error = str(exc)
+            log.log(level, "contacts: the central's contacts could not be read: %s", exc)
             return
+        self._last_error = ""
         learned = learn(events, aors, self.networks, time.time())
         self.metrics.contact_learns.labels(result="success").inc()
         if learned.skipped and learned.skipped != self.skipped:
