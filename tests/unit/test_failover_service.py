@@ -188,3 +188,15 @@ def test_off_in_chan_sip_mode(tmp_path: Path) -> None:
     overlay = bed.make(Settings(syncmanager=SyncManagerSettings(
         mode="sip", localconfigspath=str(bed.dir))))  # fmt: skip
     assert not overlay.enabled and overlay.details() == {}
+
+
+def test_a_lasting_refusal_is_warned_about_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bed = Bed(tmp_path, contactsinterval=0.0)
+    bed.central.fail = AmiTransportError("central AMI: PJSIPShowContacts refused: Permission denied")
+    with caplog.at_level("DEBUG", logger="synch"):
+        for _ in range(3):
+            bed.overlay.step()
+    warned = [r for r in caplog.records if r.levelname == "WARNING" and "contacts" in r.message]
+    assert len(warned) == 1 and "Permission denied" in warned[0].message
