@@ -194,7 +194,9 @@ def test_a_lasting_refusal_is_warned_about_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     bed = Bed(tmp_path, contactsinterval=0.0)
-    bed.central.fail = AmiTransportError("central AMI: PJSIPShowContacts refused: Permission denied")
+    bed.central.fail = AmiTransportError(
+        "central AMI: PJSIPShowContacts refused: Permission denied"
+    )
     with caplog.at_level("DEBUG", logger="synch"):
         for _ in range(3):
             bed.overlay.step()
