@@ -24,7 +24,7 @@ from synch.sync.fetch import CentralSource, Fetched
 from synch.sync.filter import Selector
 from synch.sync.mirror import INCLUDE_LINE, OVERLAY_FILE, prune, synced_aors
 from synch.sync.model import ConfigFile, ConfigParseError
-from synch.sync.outcome import Outcome, SyncFailed, SyncResult
+from synch.sync.outcome import CentralFailed, Outcome, SyncFailed, SyncResult
 from synch.sync.plan import Change, accounts, commit_subject, diff, guard, unified_diff
 from synch.sync.policy import TRANSPORT_NOTE, policy_problems
 from synch.sync.render import check_safe, render
@@ -100,10 +100,12 @@ class SyncJob:
         try:
             with _gc_paused():
                 outcome = self._run(force=force, dry_run=dry_run, full=full)
+        except CentralFailed as exc:
+            outcome = Outcome(SyncResult.FAILED, str(exc), central_failed=True)
         except SyncFailed as exc:
             outcome = Outcome(SyncResult.FAILED, str(exc))
-        except AmiError as exc:
-            outcome = Outcome(SyncResult.FAILED, f"central AMI: {exc}")
+        except AmiError as exc:  # only the central's: the branch's reload is a SyncFailed
+            outcome = Outcome(SyncResult.FAILED, f"central AMI: {exc}", central_failed=True)
         except HistoryError as exc:
             outcome = Outcome(SyncResult.FAILED, f"git history: {exc}")
         except OSError as exc:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from synch.ami import AmiReply, AmiResponseError
+from synch.ami import AmiReply, AmiResponseError, AmiTransportError
 from synch.config import AmiSettings, Settings, SyncManagerSettings
 from synch.sync import job as job_module
 from synch.sync.conftext import parse_conf_text
@@ -319,6 +319,36 @@ def test_refused_reload_keeps_the_file_and_is_retried_even_after_a_restart(
     assert branch.reloads == ["res_pjsip.so"] and not restarted.store.reload_owed
     assert restarted.run(full=True).result == "unchanged"
     assert branch.reloads == ["res_pjsip.so"]  # nothing owed any more
+
+
+def test_only_failures_of_the_central_are_marked_as_such(
+    tmp_path: Path, central: FakeCentral, branch: FakeBranch
+) -> None:
+    """The schedule backs off after the central's failures only (synch.sync.schedule)."""
+    job = make_job(tmp_path, central, branch)
+    refused = central.files.pop("pjsip.aor.conf")  # GetConfig answers an error
+    outcome = job.run()
+    assert outcome.result == "failed" and outcome.central_failed
+    assert outcome.reason.startswith("central pjsip.aor.conf: GetConfig refused")
+    central.files["pjsip.aor.conf"] = refused
+
+    def no_answer(*_: object, **__: object) -> AmiReply:
+        raise AmiTransportError("central AMI 10.0.0.254:5038: no answer within 4 s (waiting)")
+
+    central.action = no_answer  # type: ignore[method-assign]
+    outcome = job.run()
+    assert outcome.result == "failed" and outcome.central_failed
+    assert "no answer within 4 s" in outcome.reason
+    del central.action
+    branch.refuse = "Permission denied"  # the branch's reload: not the central's doing
+    outcome = job.run()
+    assert outcome.result == "failed" and not outcome.central_failed
+    central.headers["pjsip.endpoint.conf"] = [
+        ("Category-000000", "1001]\n[evil"), ("Line-000000-000000", "type=endpoint"),
+        ("Line-000000-000001", "accountcode=HeadOffice"),
+    ]
+    outcome = make_job(tmp_path / "other", central, branch).run()
+    assert outcome.result == "failed" and not outcome.central_failed  # refused content
 
 
 def test_sip_mode_reports_the_missing_chan_sip(tmp_path: Path, branch: FakeBranch) -> None:
