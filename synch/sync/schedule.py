@@ -8,8 +8,9 @@ One central serves hundreds of branches, and they must not all ask it at the sam
   at a random moment within `jitter` seconds (0: at once), or at the cycle already planned if
   that comes first. The first cycle at start, when the central first answers, is not delayed;
 - **after a cycle the central failed** (no answer in time, an error reply, a refused
-  connection): a retry after RETRY_FIRST s, doubling with each further failure up to
-  `interval`; each delay is drawn in [d/2, d], so retries spread out and still grow. The first
+  connection): a retry after a tenth of `interval` (RETRY_FIRST: 30 s of the default 300 s),
+  doubling with each further failure up to `interval`; each delay is drawn in [d/2, d], so
+  retries spread out and still grow. The first
   cycle the central answers ends it. A failure on the branch's side (git, the disk, the reload)
   or a refusal of the content waits the interval as before: retrying sooner would not help;
 - **blocked** (the central Failed, its AMI down, sync paused): the next look is an interval away,
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 SPREAD = 0.1  # each scheduled wait is interval × [1 - SPREAD, 1 + SPREAD]
-RETRY_FIRST = 30.0  # seconds before the first retry after a failure of the central
+RETRY_FIRST = 0.1  # the first retry after a failure of the central, as a share of the interval
 
 
 class Trigger(StrEnum):
@@ -62,10 +63,12 @@ class SyncSchedule:
         rng: random.Random,
         *,
         spread: float = SPREAD,
-        retry_first: float = RETRY_FIRST,
+        retry_first: float | None = None,
     ):
+        """`retry_first`: seconds before the first retry (default: RETRY_FIRST × interval)."""
         if interval <= 0:
             raise ValueError(f"interval must be positive, not {interval}")
+        retry_first = interval * RETRY_FIRST if retry_first is None else retry_first
         if jitter < 0 or not 0 <= spread < 1 or retry_first <= 0:
             raise ValueError("jitter >= 0, 0 <= spread < 1 and retry_first > 0 are required")
         self.interval = interval

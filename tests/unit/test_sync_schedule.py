@@ -8,9 +8,10 @@ from collections import Counter
 
 import pytest
 
-from synch.sync.schedule import RETRY_FIRST, SPREAD, Ending, Plan, SyncSchedule, Trigger
+from synch.sync.schedule import SPREAD, Ending, Plan, SyncSchedule, Trigger
 
 INTERVAL, JITTER = 300.0, 60.0
+RETRY_FIRST = 30.0  # a tenth of the interval
 
 
 def schedule(seed: int = 1, interval: float = INTERVAL, jitter: float = JITTER) -> SyncSchedule:
@@ -95,11 +96,14 @@ def test_retries_after_central_failures_grow_to_the_interval_and_reset_on_succes
         assert s.done(plan.at, Ending.CENTRAL_FAILED).at - plan.at <= RETRY_FIRST
 
 
-def test_retry_ceiling_is_the_interval_when_it_is_short() -> None:
+def test_retries_scale_with_the_interval() -> None:
     s = schedule(interval=10.0)
-    for n in range(5):
+    ceilings = [1, 2, 4, 8, 10, 10]
+    for n, ceiling in enumerate(ceilings):
         plan = s.done(n * 100.0, Ending.CENTRAL_FAILED)
-        assert 5.0 <= plan.at - n * 100.0 <= 10.0
+        assert ceiling / 2 <= plan.at - n * 100.0 <= ceiling
+    s = SyncSchedule(10.0, 0, random.Random(1), retry_first=4.0)
+    assert 2.0 <= s.done(0, Ending.CENTRAL_FAILED).at <= 4.0
 
 
 def test_blocked_waits_an_interval_and_keeps_the_failures() -> None:
