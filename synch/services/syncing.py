@@ -141,7 +141,7 @@ class SyncService:
             return None
         with self._lock:
             started = time.monotonic()
-            outcome = self.job.run()
+            outcome = self.job.run(settle=True)
             seconds = time.monotonic() - started
         self._cycles += 1
         ending = Ending.CENTRAL_FAILED if outcome.central_failed else Ending.ANSWERED

@@ -222,6 +222,35 @@ def test_unchanged_central_is_not_fetched_once_its_mark_is_confirmed(
     assert job.run(force=True).result == "unchanged"  # force and full always fetch
 
 
+def test_the_daemons_cycle_waits_out_the_second_of_a_new_mark_and_fetches_once(
+    tmp_path: Path, central: FakeCentral, branch: FakeBranch
+) -> None:
+    """After a reload (or a restart) of the central, one full fetch per branch, not two."""
+    clock = Clock()
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.now += seconds
+
+    settings = make_job(tmp_path, central, branch).settings
+    job = SyncJob(settings, central, branch, clock=clock, sleep=sleep)  # type: ignore[arg-type]
+    assert job.run(settle=True).result == "applied"
+    assert slept == [1.0]
+    fetched = central.calls["GetConfig"]
+    assert job.run(settle=True).result == "skipped"  # confirmed by the first fetch
+    assert central.calls["GetConfig"] == fetched and slept == [1.0]
+    clock.now += 300
+    central.reload("10:05:00")
+    assert job.run(settle=True).result == "unchanged"
+    assert job.run(settle=True).result == "skipped"
+    assert central.calls["GetConfig"] == 2 * fetched and slept == [1.0, 1.0]
+    clock.now += 0.4
+    central.reload("10:06:00")
+    job.run(settle=True)
+    assert slept[-1] == pytest.approx(1.0)  # counted from the moment this mark was first seen
+
+
 def test_guard_refuses_losing_the_sites_users_until_forced(
     tmp_path: Path, central: FakeCentral, branch: FakeBranch
 ) -> None:

@@ -38,7 +38,7 @@ class FakeJob:
         self.path = Path("/tmp/nothing/pjsip_synch.conf")
         self.runs = 0
 
-    def run(self) -> Outcome:
+    def run(self, **_: bool) -> Outcome:
         self.runs += 1
         return self.outcomes.pop(0) if self.outcomes else Outcome(SyncResult.UNCHANGED)
 
