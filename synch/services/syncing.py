@@ -141,7 +141,8 @@ class SyncService:
             return None
         with self._lock:
             started = time.monotonic()
-            outcome = self.job.run(settle=True)
+            # The admin's Sync fetches in full, as `synch sync` does: asked for, not planned.
+            outcome = self.job.run(settle=True, full=why is Trigger.ADMIN)
             seconds = time.monotonic() - started
         self._cycles += 1
         ending = Ending.CENTRAL_FAILED if outcome.central_failed else Ending.ANSWERED

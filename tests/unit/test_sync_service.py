@@ -37,9 +37,11 @@ class FakeJob:
         self.history = FakeHistory()
         self.path = Path("/tmp/nothing/pjsip_synch.conf")
         self.runs = 0
+        self.kwargs: dict[str, bool] = {}
 
-    def run(self, **_: bool) -> Outcome:
+    def run(self, **kwargs: bool) -> Outcome:
         self.runs += 1
+        self.kwargs = kwargs
         return self.outcomes.pop(0) if self.outcomes else Outcome(SyncResult.UNCHANGED)
 
 
@@ -174,6 +176,9 @@ def test_admin_sync_runs_at_once_whatever_is_planned() -> None:
     assert planned(sync)[0] == "central back"
     reply = sync.sync_now()
     assert job.runs == 1 and reply["ok"] is True and reply["Why"] == "admin request"
+    assert job.kwargs == {"settle": True, "full": True}  # asked for: a full fetch
+    sync.cycle(sync.schedule.plan.trigger)  # type: ignore[union-attr]
+    assert job.kwargs == {"settle": True, "full": False}
 
 
 def test_the_loop_runs_the_planned_cycles() -> None:
