@@ -6,14 +6,15 @@ back after the central restarts, without and with the sync jitter.
 
 The central is a real lab Asterisk 22 serving FreePBX PJSIP files of `--extensions` extensions
 (10,000) over 500 sites of 20 (accountcode `Site000` ... `Site499`); branch i syncs
-`accountcode=^Site<i>$`, its ~20 extensions. The N branches run in one gevent worker process
-(bench/fleet_worker.py): each is the daemon's own ProbeService, SyncService + SyncJob (its own
-directory and git history) and FailoverOverlay, wired as the daemon wires them, at the default
-probe timers (5 s, timeout 4 s); the branch Asterisk is a stand-in that accepts Reload. This
-process samples the central's CPU (utime + stime of its /proc/PID/stat) and the worker's every
-100 ms, and stops and starts the central.
+`accountcode=^Site<i>$`, its ~20 extensions. The N branches run in gevent worker processes
+(bench/fleet_worker.py; one per 100 branches, 1 to 4, so that one process's parsing of a 5 MB
+reply does not hold up the replies of the others): each is the daemon's own ProbeService,
+SyncService + SyncJob (its own directory and git history) and FailoverOverlay, wired as the
+daemon wires them, at the default probe timers (5 s, timeout 4 s); the branch Asterisk is a
+stand-in that accepts Reload. This process samples the central's CPU (utime + stime of its
+/proc/PID/stat) and the workers' every 100 ms, and stops and starts the central.
 
-Phases, for each N (one central for all; the worker is new for each N):
+Phases, for each N (one central for all; the workers are new for each N):
 
 1. **cold start**: the branches' first syncs, each at a random moment within `--cold-spread`
    s (a fleet switched on within two minutes), until every branch is Synced.
@@ -36,12 +37,13 @@ Phases, for each N (one central for all; the worker is new for each N):
    branch goes Failed, the central is started (`fully booted` = t0) and the figures are:
    the time from t0 until every branch has completed a sync ending Synced, the most GetConfig
    requests in flight at the central at once, the most started in one second, the central's peak
-   CPU over 100 ms (1.0 = one core of this 2-core machine) from t0 to then, and the cycles the
+   CPU over 100 ms and over the busiest 5 s (1.0 = one core of this 2-core machine) from t0 to
+   then, and the cycles the
    central failed (too slow: over `amiremote.timeout`, 4 s), and, once a branch saw the central
    Stable again, its probe rounds in error and new failovers (the herd's harm to the phones).
 
-Caveats, printed with the figures: the worker's N branches share this machine's 2 cores with the
-central (its CPU is printed too: when it is near 1.0 the branches' side is what waits); the
+Caveats: the N branches share this machine's 2 cores with the central (their CPU is printed
+too: a real branch parses its 5 MB on its own machine, here they compete with the central); the
 central has no registered phones, so PJSIPShowContacts returns nothing (with phones it returns a
 ContactList event per contact: see the README).
 """
@@ -107,42 +109,54 @@ def cpu_ticks(pid: int) -> int | None:
 
 
 class CpuSampler(threading.Thread):
-    """Every `period` s: (monotonic time, {name: (pid, ticks)}) of the processes `pids()` names."""
+    """Every `period` s: (monotonic time, {name: (pids, ticks)}) of the process groups `pids()`
+    names (a group's ticks summed; a step across a change of its processes is not counted)."""
 
-    def __init__(self, pids: Callable[[], dict[str, int | None]], period: float = 0.1):
+    def __init__(self, pids: Callable[[], dict[str, list[int]]], period: float = 0.1):
         super().__init__(daemon=True)
         self.pids, self.period = pids, period
-        self.samples: list[tuple[float, dict[str, tuple[int, int]]]] = []
+        self.samples: list[tuple[float, dict[str, tuple[tuple[int, ...], int]]]] = []
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.is_set():
             row = {}
-            for name, pid in self.pids().items():
-                ticks = cpu_ticks(pid) if pid else None
-                if pid and ticks is not None:
-                    row[name] = (pid, ticks)
+            for name, pids in self.pids().items():
+                ticks = [cpu_ticks(pid) for pid in pids]
+                if pids and None not in ticks:
+                    row[name] = (tuple(pids), sum(t for t in ticks if t is not None))
             self.samples.append((time.monotonic(), row))
             self.done.wait(self.period)
 
-    def _steps(self, name: str, t0: float, t1: float) -> list[tuple[float, float]]:
-        """(seconds, CPU seconds) of each sampling step inside [t0, t1], same process."""
+    def _steps(self, name: str, t0: float, t1: float) -> list[tuple[float, float, float]]:
+        """(end time, seconds, CPU seconds) of each sampling step inside [t0, t1]."""
         steps = []
         rows = [(t, r[name]) for t, r in self.samples if t0 <= t <= t1 and name in r]
         for (ta, (pa, ca)), (tb, (pb, cb)) in itertools.pairwise(rows):
             if pa == pb and tb > ta:
-                steps.append((tb - ta, (cb - ca) / CLK_TCK))
+                steps.append((tb, tb - ta, (cb - ca) / CLK_TCK))
         return steps
 
     def total(self, name: str, t0: float, t1: float) -> float:
-        return sum(cpu for _, cpu in self._steps(name, t0, t1))
+        return sum(cpu for _, _, cpu in self._steps(name, t0, t1))
 
-    def peak(self, name: str, t0: float, t1: float) -> float:
-        """The most CPU over one sampling step, in cores."""
-        return max((cpu / dt for dt, cpu in self._steps(name, t0, t1)), default=0.0)
+    def peak(self, name: str, t0: float, t1: float, window: float = 0.0) -> float:
+        """The most CPU, in cores, over one sampling step (100 ms) or over `window` s."""
+        steps = self._steps(name, t0, t1)
+        if window <= 0:
+            return max((cpu / dt for _, dt, cpu in steps), default=0.0)
+        best, first, seconds, cpu = 0.0, 0, 0.0, 0.0
+        for end, dt, used in steps:
+            seconds, cpu = seconds + dt, cpu + used
+            while steps[first][0] <= end - window:
+                seconds, cpu = seconds - steps[first][1], cpu - steps[first][2]
+                first += 1
+            if seconds >= window * 0.9:
+                best = max(best, cpu / seconds)
+        return best
 
 
-# -- the worker ---------------------------------------------------------------------------------
+# -- the workers --------------------------------------------------------------------------------
 
 
 class Worker:
@@ -153,13 +167,16 @@ class Worker:
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )  # fmt: skip
 
-    def __call__(self, do: str, **args: Any) -> Any:
-        assert self.proc.stdin and self.proc.stdout
+    def send(self, do: str, **args: Any) -> None:
+        assert self.proc.stdin
         self.proc.stdin.write(json.dumps({"do": do, **args}) + "\n")
         self.proc.stdin.flush()
+
+    def reply(self) -> Any:
+        assert self.proc.stdout
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"the fleet worker died (exit {self.proc.wait()})")
+            raise RuntimeError(f"a fleet worker died (exit {self.proc.wait()})")
         return json.loads(line)
 
     def close(self) -> None:
@@ -171,6 +188,88 @@ class Worker:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+class Workers:
+    """The fleet's branches over several worker processes (each its own gevent loop, so that
+    one process's parsing never holds up another's replies); a command goes to all of them,
+    and their replies come back as a list."""
+
+    def __init__(self, count: int, workdir: Path):
+        self.workers = [Worker(workdir / f"worker-{i}.log") for i in range(count)]
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.proc.pid for w in self.workers]
+
+    def __call__(self, do: str, **args: Any) -> list[Any]:
+        for worker in self.workers:
+            worker.send(do, **args)
+        return [worker.reply() for worker in self.workers]
+
+    def first(self, do: str, **args: Any) -> Any:
+        self.workers[0].send(do, **args)
+        return self.workers[0].reply()
+
+    def build(self, settings: dict[str, Any], sites: list[str], workdir: Path,
+              seed: int) -> None:  # fmt: skip
+        share = -(-len(sites) // len(self.workers))
+        for i, worker in enumerate(self.workers):
+            worker.send("build", settings=settings, sites=sites[i * share : (i + 1) * share],
+                        workdir=str(workdir / f"w{i}"), seed=seed + i)  # fmt: skip
+        for worker in self.workers:
+            worker.reply()
+
+    def counters(self) -> dict[str, Any]:
+        """Every worker's AMI counters, summed; GetConfig's spans merged."""
+        merged: dict[str, Any] = {"bytes_in": {}, "bytes_out": {}, "requests": {}, "errors": {},
+                                  "getconfig_spans": []}  # fmt: skip
+        for reply in self("counters"):
+            for key in ("bytes_in", "bytes_out", "requests", "errors"):
+                for name, value in reply[key].items():
+                    merged[key][name] = merged[key].get(name, 0) + value
+            merged["getconfig_spans"] += reply["getconfig_spans"]
+        return merged
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.close()
+
+
+def in_flight_peak(spans: list[list[float]]) -> int:
+    """The most spans open at once."""
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans],
+                    key=lambda e: (e[0], e[1]))  # fmt: skip
+    peak = now = 0
+    for _, step in events:
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+def busiest_second(spans: list[list[float]]) -> int:
+    """The most spans started within one second (a sliding window)."""
+    starts = sorted(start for start, _ in spans)
+    best, first = 0, 0
+    for i, start in enumerate(starts):
+        while starts[first] <= start - 1.0:
+            first += 1
+        best = max(best, i - first + 1)
+    return best
+
+
+def merge_synced(replies: list[dict[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {"synced": [], "stable": [], "cycles": {}, "whys": {},
+                              "central_failed": 0, "late_probes": 0, "failed_again": 0}  # fmt: skip
+    for reply in replies:
+        merged["synced"] += reply["synced"]
+        merged["stable"] += reply["stable"]
+        for key in ("cycles", "whys"):
+            for name, value in reply[key].items():
+                merged[key][name] = merged[key].get(name, 0) + value
+        for key in ("central_failed", "late_probes", "failed_again"):
+            merged[key] += reply[key]
+    return merged
 
 
 def branch_settings(central: Any) -> dict[str, Any]:
@@ -195,39 +294,38 @@ def branch_settings(central: Any) -> dict[str, Any]:
 
 
 class Run:
-    """One N: its worker, the phases, the figures (a dict of name -> value)."""
+    """One N: its workers, the phases, the figures (a dict of name -> value)."""
 
     def __init__(self, n: int, opts: argparse.Namespace, central: Any, sampler: CpuSampler,
-                 workdir: Path, worker_pid: list[int | None]):  # fmt: skip
+                 workdir: Path, worker_pids: list[int]):  # fmt: skip
         self.n, self.opts, self.central, self.sampler = n, opts, central, sampler
         self.workdir = workdir / f"n{n}"
         self.workdir.mkdir(parents=True)
-        self.worker = Worker(self.workdir / "worker.log")
-        worker_pid[0] = self.worker.proc.pid
-        self.figures: dict[str, Any] = {}
+        count = opts.workers or min(4, max(1, round(n / 100)))
+        self.workers = Workers(count, self.workdir)
+        worker_pids[:] = self.workers.pids
+        self.figures: dict[str, Any] = {"workers": count}
 
     def cpu(self, t0: float, t1: float) -> tuple[float, float]:
-        """(central CPU s, worker CPU s) over [t0, t1]."""
+        """(central CPU s, workers' CPU s) over [t0, t1]."""
         return self.sampler.total("central", t0, t1), self.sampler.total("worker", t0, t1)
 
     def window(self, seconds: float) -> tuple[float, float, dict[str, Any]]:
-        self.worker("counters")
+        self.workers.counters()
         t0 = time.monotonic()
         time.sleep(seconds)
         t1 = time.monotonic()
-        counters = self.worker("counters")
+        counters = self.workers.counters()
         central, worker = self.cpu(t0, t1)
         return central / (t1 - t0), worker / (t1 - t0), counters
 
     def run(self) -> dict[str, Any]:
-        n, opts, f = self.n, self.opts, self.figures
-        say(f"[N={n}] building {n} branches ...")
-        built = self.worker("build", settings=branch_settings(self.central),
-                            sites=[site_name(i) for i in range(n)],
-                            workdir=str(self.workdir), seed=opts.seed)  # fmt: skip
-        say(f"[N={n}] built in {built['seconds']:.1f} s; probes starting")
-        stable = self.worker("probes", timeout=120)
-        if not stable["ok"]:
+        n, opts = self.n, self.opts
+        say(f"[N={n}] building {n} branches in {self.figures['workers']} worker processes ...")
+        self.workers.build(branch_settings(self.central), [site_name(i) for i in range(n)],
+                           self.workdir, opts.seed)  # fmt: skip
+        stable = self.workers("probes", timeout=120)
+        if not all(r["ok"] for r in stable):
             raise RuntimeError(f"branches not Stable: {stable}")
         self.cold_start()
         self.background()
@@ -237,93 +335,101 @@ class Run:
         self.compose()
         for name, jitter in (("before", 0.0), ("after", opts.jitter)):
             self.restart(name, jitter)
-        f["worker_rss_mb"] = self.worker("counters", reset=False)["rss_mb"]
-        return f
+        return self.figures
 
-    def background(self) -> None:
-        # No sync cycle in this window: the next of each branch a whole interval away.
-        self.worker("schedule", interval=REAL_INTERVAL, replan="later")
-        central, worker, counters = self.window(self.opts.window)
-        f = self.figures
-        f["bg_central_cpu_share"] = central  # cores, i.e. CPU s per s
-        f["bg_worker_cpu_share"] = worker
-        f["bg_bytes_per_s"] = (sum(counters["bytes_in"].values())
-                               + sum(counters["bytes_out"].values())) / self.opts.window
-        f["bg_requests"] = counters["requests"]
-        say(f"[N={self.n}] background: central {central:.3f} cores, worker {worker:.3f}, "
-            f"{f['bg_bytes_per_s'] / 1e3:.1f} kB/s, requests {counters['requests']}")  # fmt: skip
+    def synced_since(self, since: float) -> dict[str, Any]:
+        """Every worker's branches, once all have synced after `since` (or the timeout)."""
+        deadline = time.monotonic() + self.opts.restart_timeout
+        replies = []
+        for worker in self.workers.workers:  # one after the other: each waits for its own
+            worker.send("synced_since", since=since, timeout=max(0.0, deadline - time.monotonic()))
+            replies.append(worker.reply())
+        return merge_synced(replies)
 
     def cold_start(self) -> None:
-        self.worker("counters")
+        self.workers.counters()
         since, t0 = time.time(), time.monotonic()
-        self.worker("syncs", spread=self.opts.cold_spread)
-        done = self.worker("synced_since", since=since, timeout=self.opts.restart_timeout)
+        self.workers("syncs", spread=self.opts.cold_spread)
+        done = self.synced_since(since)
         t1 = time.monotonic()
-        counters = self.worker("counters")
+        counters = self.workers.counters()
         firsts = [t for t in done["synced"] if t is not None]
         f = self.figures
         f["cold_spread_s"] = self.opts.cold_spread
         f["cold_all_synced_s"] = (max(firsts) - since) if len(firsts) == self.n else float("nan")
-        f["cold_peak_getconfig"] = counters["peak"].get("GetConfig", 0)
-        f["cold_central_peak_cpu"] = self.sampler.peak("central", t0, t1)
+        f["cold_peak_getconfig"] = in_flight_peak(counters["getconfig_spans"])
+        f["cold_central_peak_cpu_5s"] = self.sampler.peak("central", t0, t1, window=5.0)
         f["cold_central_failed_cycles"] = done["central_failed"]
         say(f"[N={self.n}] cold start (first syncs spread over {self.opts.cold_spread:g} s): all "
             f"Synced after {f['cold_all_synced_s']:.1f} s, "
             f"peak {f['cold_peak_getconfig']} GetConfig in flight, "
             f"{done['central_failed']} cycles failed by the central")  # fmt: skip
 
+    def background(self) -> None:
+        # No sync cycle in this window: the next of each branch a whole interval away.
+        self.workers("schedule", interval=REAL_INTERVAL, replan="later")
+        central, worker, counters = self.window(self.opts.window)
+        f = self.figures
+        f["bg_central_cpu_share"] = central  # cores, i.e. CPU s per s
+        f["bg_worker_cpu_share"] = worker
+        f["bg_bytes_per_s"] = (sum(counters["bytes_in"].values())
+                               + sum(counters["bytes_out"].values())) / self.opts.window
+        f["contacts_looks_per_branch_hour"] = (counters["requests"].get("PJSIPShowContacts", 0)
+                                               / self.n * 3600 / self.opts.window)  # fmt: skip
+        say(f"[N={self.n}] background: central {central:.3f} cores, branches {worker:.3f}, "
+            f"{f['bg_bytes_per_s'] / 1e3:.1f} kB/s, requests {counters['requests']}")  # fmt: skip
+
     def full_fetches(self) -> None:
         count = min(self.n, self.opts.fulls)
         time.sleep(1.2)  # the central's reload mark is seen a second before a full fetch
-        self.worker("counters")
+        self.workers.counters()
         t0 = time.monotonic()
-        out = self.worker("fulls", count=count)
+        out = self.workers.first("fulls", count=count)
         t1 = time.monotonic()
-        counters = self.worker("counters")
+        counters = self.workers.counters()
+        count = len(out["seconds"])  # the first worker's branches
         central, worker = self.cpu(t0, t1)
-        background = self.figures["bg_central_cpu_share"] * (t1 - t0)
         f = self.figures
+        background = f["bg_central_cpu_share"] * (t1 - t0)
         per = {a: counters["requests"].get(a, 0) for a in ("CoreStatus", "GetConfig")}
         sync_bytes = sum(bytes_of(counters, a) for a in ("CoreStatus", "GetConfig"))
         for name in ("endpoint", "aor", "auth"):
             f[f"full_bytes_{name}"] = bytes_of(counters, f"GetConfig pjsip.{name}.conf") / count
         f["full_central_cpu_s"] = max(0.0, central - background) / count
-        f["full_worker_cpu_s"] = worker / count
+        f["full_branch_cpu_s"] = max(0.0, worker - f["bg_worker_cpu_share"] * (t1 - t0)) / count
         f["full_bytes"] = sync_bytes / count
         f["full_bytes_aor_auth"] = f["full_bytes_aor"] + f["full_bytes_auth"]
-        f["full_seconds_p50"] = sorted(out["seconds"])[len(out["seconds"]) // 2]
+        f["full_seconds_p50"] = sorted(out["seconds"])[count // 2]
         say(f"[N={self.n}] full fetch x{count}: central {f['full_central_cpu_s'] * 1e3:.0f} ms "
-            f"CPU, branch {f['full_worker_cpu_s'] * 1e3:.0f} ms, "
+            f"CPU, branch {f['full_branch_cpu_s'] * 1e3:.0f} ms, "
             f"{f['full_bytes'] / 1e6:.2f} MB each ({per}, {out['results']})")  # fmt: skip
 
     def cheap_burst(self) -> None:
         """The cheap cycle (one CoreStatus, the central unchanged), --cheap times in a row."""
         count = self.opts.cheap
-        self.worker("counters")
+        self.workers.counters()
         t0 = time.monotonic()
-        out = self.worker("fulls", count=count, cheap=True)
+        out = self.workers.first("fulls", count=count, cheap=True)
         t1 = time.monotonic()
-        counters = self.worker("counters")
+        counters = self.workers.counters()
         central, _ = self.cpu(t0, t1)
         f = self.figures
         f["cheap_central_cpu_s"] = max(0.0, central - f["bg_central_cpu_share"] * (t1 - t0)) / count
         f["cheap_bytes"] = bytes_of(counters, "CoreStatus") / count
         f["cheap_seconds_p50"] = sorted(out["seconds"])[count // 2]
-        say(f"[N={self.n}] cheap cycle x{count}: central {f['cheap_central_cpu_s'] * 1e3:.2f} ms "
+        say(f"[N={self.n}] cheap cycle x{count}: central {f['cheap_central_cpu_s'] * 1e6:.0f} µs "
             f"CPU, {f['cheap_bytes']:.0f} B each ({out['results']})")  # fmt: skip
 
     def cheap_cycles(self) -> None:
         """Every branch at the compressed interval: the fleet's cycles at 10 times their real
         rate; what they add to the background, divided by 10, is their real cost per hour."""
         opts = self.opts
-        self.worker("schedule", interval=opts.compressed_interval,
-                    retry_first=opts.compressed_interval / 10, replan="spread")  # fmt: skip
+        self.workers("schedule", interval=opts.compressed_interval,
+                     retry_first=opts.compressed_interval / 10, replan="spread")  # fmt: skip
         central, _, counters = self.window(opts.window)
         f = self.figures
         cycles = counters["requests"].get("CoreStatus", 0)
         getconfigs = counters["requests"].get("GetConfig", 0)
-        f["contacts_looks_per_branch_hour"] = (counters["requests"].get("PJSIPShowContacts", 0)
-                                               / self.n * 3600 / opts.window)  # fmt: skip
         background = f["bg_central_cpu_share"]
         compression = REAL_INTERVAL / opts.compressed_interval
         f["compressed_cycles_in_window"] = cycles
@@ -348,55 +454,59 @@ class Run:
         sync_bytes = n * (fulls * f["full_bytes"] + cheaps * f["cheap_bytes"])
         f["hour_central_cpu_s"] = f["bg_central_cpu_share"] * 3600 + sync_cpu
         f["hour_central_cpu_s_sync"] = sync_cpu
-        f["hour_cheap_cpu_s"] = n * cycles * f["cheap_central_cpu_s"]  # were all 12 cheap
         f["hour_central_cpu_s_probes"] = f["bg_central_cpu_share"] * 3600
+        f["hour_cheap_cpu_s"] = n * cycles * f["cheap_central_cpu_s"]  # were all 12 cheap
         f["hour_bytes"] = f["bg_bytes_per_s"] * 3600 + sync_bytes
         f["hour_bytes_sync"] = sync_bytes
         f["hour_bytes_probes"] = f["bg_bytes_per_s"] * 3600
 
     def restart(self, name: str, jitter: float) -> None:
-        opts, n = self.opts, self.n
-        self.worker("schedule", interval=REAL_INTERVAL, retry_first=REAL_INTERVAL / 10,
-                    jitter=jitter, replan=True)  # fmt: skip
+        n = self.n
+        self.workers("schedule", interval=REAL_INTERVAL, retry_first=REAL_INTERVAL / 10,
+                     jitter=jitter, replan="spread")  # fmt: skip
         say(f"[N={n}] restart {name} (jitter {jitter:g} s): stopping the central ...")
         self.central.stop(timeout=30)
-        failed = self.worker("wait_monitor", state="Failed", timeout=120)
-        if not failed["ok"]:
+        failed = self.workers("wait_monitor", state="Failed", timeout=120)
+        if not all(r["ok"] for r in failed):
             raise RuntimeError(f"branches not Failed: {failed}")
         since = time.time()
-        self.worker("counters")
+        self.workers.counters()
         self.central.start(timeout=300)
         up, t0 = time.time(), time.monotonic()
-        done = self.worker("synced_since", since=since, timeout=opts.restart_timeout)
+        done = self.synced_since(since)
         t1 = time.monotonic()
-        counters = self.worker("counters")
-        firsts = [t for t in done["synced"] if t is not None]
+        counters = self.workers.counters()
+        spans = counters["getconfig_spans"]
+        firsts = sorted(t for t in done["synced"] if t is not None)
         stables = sorted(t for t in done["stable"] if t is not None)
         f = self.figures
         key = f"restart_{name}"
         f[f"{key}_jitter_s"] = jitter
-        f[f"{key}_all_synced_s"] = (max(firsts) - up) if len(firsts) == n else float("nan")
-        f[f"{key}_median_synced_s"] = sorted(firsts)[len(firsts) // 2] - up if firsts else 0.0
+        f[f"{key}_all_synced_s"] = (firsts[-1] - up) if len(firsts) == n else float("nan")
+        f[f"{key}_median_synced_s"] = firsts[len(firsts) // 2] - up if firsts else float("nan")
         f[f"{key}_all_stable_s"] = (stables[-1] - up) if len(stables) == n else float("nan")
         f[f"{key}_synced_branches"] = len(firsts)
-        f[f"{key}_peak_getconfig"] = counters["peak"].get("GetConfig", 0)
-        f[f"{key}_busiest_second_getconfig"] = counters["per_second_peak"].get("GetConfig", 0)
-        f[f"{key}_getconfig_max_s"] = counters["seconds"].get("GetConfig", {}).get("max", 0.0)
+        f[f"{key}_peak_getconfig"] = in_flight_peak(spans)
+        f[f"{key}_busiest_second_getconfig"] = busiest_second(spans)
+        f[f"{key}_getconfig_max_s"] = max((end - start for start, end in spans), default=0.0)
+        f[f"{key}_getconfigs"] = len(spans)
         f[f"{key}_central_peak_cpu"] = self.sampler.peak("central", t0, t1)
+        f[f"{key}_central_peak_cpu_5s"] = self.sampler.peak("central", t0, t1, window=5.0)
         f[f"{key}_central_cpu_s"] = self.sampler.total("central", t0, t1)
-        f[f"{key}_worker_peak_cpu"] = self.sampler.peak("worker", t0, t1)
+        f[f"{key}_branches_peak_cpu_5s"] = self.sampler.peak("worker", t0, t1, window=5.0)
         f[f"{key}_central_failed_cycles"] = done["central_failed"]
         f[f"{key}_getconfig_errors"] = counters["errors"].get("GetConfig", 0)
         f[f"{key}_late_probe_rounds"] = done["late_probes"]
         f[f"{key}_failed_again_branches"] = done["failed_again"]
         say(f"[N={n}] restart {name}: all Stable {f[f'{key}_all_stable_s']:.1f} s, all Synced "
             f"{f[f'{key}_all_synced_s']:.1f} s after the central's boot; peak "
-            f"{f[f'{key}_peak_getconfig']} GetConfig in flight, central peak "
-            f"{f[f'{key}_central_peak_cpu']:.2f} cores; {done['central_failed']} cycles failed "
-            f"by the central; cycles {done['cycles']}, why {done['whys']}")  # fmt: skip
+            f"{f[f'{key}_peak_getconfig']} GetConfig in flight, central "
+            f"{f[f'{key}_central_peak_cpu_5s']:.2f} cores over the busiest 5 s; "
+            f"{done['central_failed']} cycles failed by the central; cycles {done['cycles']}, "
+            f"why {done['whys']}")  # fmt: skip
 
     def close(self) -> None:
-        self.worker.close()
+        self.workers.close()
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -440,7 +550,7 @@ def report(results: dict[int, dict[str, Any]]) -> None:
         ("central CPU per full fetch (ms)", "full_central_cpu_s", 1e3, ""),
         ("bytes per full fetch (MB)", "full_bytes", 1e-6, ""),
         ("  of which pjsip.aor.conf + auth (MB)", "full_bytes_aor_auth", 1e-6, ""),
-        ("central CPU per cheap cycle (ms)", "cheap_central_cpu_s", 1e3, ""),
+        ("central CPU per cheap cycle (µs)", "cheap_central_cpu_s", 1e6, ""),
         ("12 cheap cycles/h/branch: from that, s/h", "hour_cheap_cpu_s", 1, ""),
         ("  the same, time-compressed window, s/h", "compressed_sync_cpu_s_per_hour", 1, ""),
         ("bytes per cheap cycle", "cheap_bytes", 1, ""),
@@ -459,11 +569,13 @@ def report(results: dict[int, dict[str, Any]]) -> None:
         ("GetConfig started in the busiest second", "busiest_second_getconfig", "{:.0f}"),
         ("slowest GetConfig (s)", "getconfig_max_s", "{:.2f}"),
         ("central peak CPU, 100 ms (cores)", "central_peak_cpu", "{:.2f}"),
+        ("central CPU, busiest 5 s (cores)", "central_peak_cpu_5s", "{:.2f}"),
         ("central CPU s until all Synced", "central_cpu_s", "{:.1f}"),
         ("cycles failed by the central (timeouts)", "central_failed_cycles", "{:.0f}"),
         ("probe rounds in error once Stable again", "late_probe_rounds", "{:.0f}"),
         ("branches Failed again after the return", "failed_again_branches", "{:.0f}"),
-        ("bench worker peak CPU (cores)", "worker_peak_cpu", "{:.2f}"),
+        ("GetConfig requests until all Synced", "getconfigs", "{:.0f}"),
+        ("branch processes, busiest 5 s (cores)", "branches_peak_cpu_5s", "{:.2f}"),
     ):
         values = []
         for n in ns:
@@ -487,6 +599,8 @@ def main() -> int:
     parser.add_argument("--jitter", type=float, default=DEFAULT_JITTER, help="the 'after' jitter")
     parser.add_argument("--restart-timeout", type=float, default=900.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=0,
+                        help="worker processes for the branches (0: one per 100, 1 to 4)")
     parser.add_argument("--quick", action="store_true", help="short windows (a try)")
     opts = parser.parse_args()
     if opts.quick:
@@ -501,8 +615,10 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     started = time.monotonic()
     central = new_instance("fleet-central", configs=freepbx_pjsip(central_sites(opts.extensions)))
-    worker_pid: list[int | None] = [None]
-    sampler = CpuSampler(lambda: {"central": central.pid, "worker": worker_pid[0]})
+    worker_pids: list[int] = []
+    sampler = CpuSampler(
+        lambda: {"central": [central.pid] if central.pid else [], "worker": list(worker_pids)}
+    )
     results: dict[int, dict[str, Any]] = {}
     try:
         say(f"starting a central with {opts.extensions} extensions ...")
@@ -510,12 +626,12 @@ def main() -> int:
         say(f"central booted in {central.boot_seconds:.1f} s")
         sampler.start()
         for n in ns:
-            run = Run(n, opts, central, sampler, workdir, worker_pid)
+            run = Run(n, opts, central, sampler, workdir, worker_pids)
             try:
                 results[n] = run.run()
             finally:
                 run.close()
-                worker_pid[0] = None
+                worker_pids.clear()
     finally:
         sampler.done.set()
         central.remove()

@@ -12,9 +12,10 @@ calls: 500 Asterisks would not fit on the machine, and the branch's side costs t
 nothing.
 
 Measuring: every AMI session's stream counts its bytes each way by action (the counting layer
-replaces synch.ami.session._Stream in this process only), every request its concurrency
-(in flight at once, by action) and its duration; every branch records its sync cycles and its
-monitor's changes with their unix times.
+replaces synch.ami.session._Stream in this process only), every request is counted (a GetConfig
+with its start and end); every branch records its sync cycles, its monitor's changes and its
+probe rounds in error, with their unix times. Several workers may share a fleet: the parent
+merges what they report.
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ SYNCED = ("applied", "unchanged")
 
 
 class Counters:
-    """AMI traffic to the central since the last reset."""
+    """AMI traffic to the central since the last reset. The GetConfig requests are kept one by
+    one (unix start and end times), so that the parent can merge several workers' requests and
+    count how many were in flight at once."""
 
     def __init__(self) -> None:
         self.reset()
@@ -69,43 +72,25 @@ class Counters:
         self.bytes_out: Counter[str] = Counter()  # branches -> central
         self.requests: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
-        self.in_flight: Counter[str] = Counter()
-        self.peak: Counter[str] = Counter()  # most requests of an action in flight at once
-        self.seconds: dict[str, list[float]] = {}  # durations of each action's requests
-        self.started: dict[str, list[float]] = {}  # unix times each request was sent
+        self.spans: list[tuple[float, float]] = []  # GetConfig: (unix start, unix end)
 
-    def begin(self, action: str) -> None:
+    def begin(self, action: str) -> float:
         self.requests[action] += 1
-        self.in_flight[action] += 1
-        self.peak[action] = max(self.peak[action], self.in_flight[action])
-        self.started.setdefault(action, []).append(time.time())
+        return time.time()
 
-    def end(self, action: str, seconds: float, ok: bool) -> None:
-        self.in_flight[action] -= 1
-        self.seconds.setdefault(action, []).append(seconds)
+    def end(self, action: str, started: float, ok: bool) -> None:
+        if action == "GetConfig":
+            self.spans.append((started, time.time()))
         if not ok:
             self.errors[action] += 1
 
     def snapshot(self) -> dict[str, Any]:
-        def per_second_peak(times: Sequence[float]) -> int:
-            return max(Counter(int(t) for t in times).values(), default=0)
-
         return {
             "bytes_in": dict(self.bytes_in),
             "bytes_out": dict(self.bytes_out),
             "requests": dict(self.requests),
             "errors": dict(self.errors),
-            "peak": dict(self.peak),
-            "per_second_peak": {a: per_second_peak(t) for a, t in self.started.items()},
-            "seconds": {
-                action: {
-                    "max": max(values),
-                    "p50": sorted(values)[len(values) // 2],
-                    "mean": sum(values) / len(values),
-                }
-                for action, values in self.seconds.items()
-                if values
-            },
+            "getconfig_spans": self.spans,
         }
 
 
@@ -143,18 +128,17 @@ ami_session._Stream = CountingStream  # type: ignore[misc]  # this process only
 
 
 class CountedClient(AmiClient):
-    """The daemon's AMI client, counting each request's concurrency and duration."""
+    """The daemon's AMI client, counting each request (and each GetConfig's time span)."""
 
     def _request(self, session: Any, fields: dict[str, Any]) -> AmiReply:
         action = str(fields.get("Action", "?"))  # the counters' key: GetConfig of any file
-        COUNTERS.begin(action)
-        started, ok = time.monotonic(), False
+        started, ok = COUNTERS.begin(action), False
         try:
             reply = super()._request(session, fields)
             ok = reply.ok
             return reply
         finally:
-            COUNTERS.end(action, time.monotonic() - started, ok)
+            COUNTERS.end(action, started, ok)
 
 
 class FakeBranch:
@@ -322,6 +306,8 @@ class Fleet:
         seconds = []
         cheap = bool(cmd.get("cheap"))
         chosen = [self.branches[0]] * cmd["count"] if cheap else self.branches[: cmd["count"]]
+        if not chosen:
+            return {"results": results, "seconds": seconds}
         for b in chosen:
             with b.sync._lock:
                 started = time.monotonic()
