@@ -32,8 +32,9 @@ Phases, for each N (one central for all; the workers are new for each N):
    1 full) (interval 300 s, a full fetch at least every 12 cycles: `fullcheckevery`; a central
    reloaded at most once an hour costs the same).
 6. **restart**, for each variant of the sync's timers at real time (interval 300 s, first retry
-   30 s doubling to 300 s, spread ±10 %): `jitter 0` (before: every branch fetches as soon as it
-   sees the central Stable) and `jitter 60` (after, the default). The central is stopped, every
+   30 s doubling to 300 s, spread ±10 %), by `--jitters`: `jitter 0` (before: every branch
+   fetches as soon as it sees the central Stable) and `jitter 60` (after, the default); the
+   ratios are to the first. The central is stopped, every
    branch goes Failed, the central is started (`fully booted` = t0) and the figures are:
    the time from t0 until every branch has completed a sync ending Synced, the most GetConfig
    requests in flight at the central at once, the most started in one second, the central's peak
@@ -333,8 +334,8 @@ class Run:
         self.cheap_burst()
         self.cheap_cycles()
         self.compose()
-        for name, jitter in (("before", 0.0), ("after", opts.jitter)):
-            self.restart(name, jitter)
+        for jitter in opts.jitters:
+            self.restart(f"j{jitter:g}", jitter)
         return self.figures
 
     def synced_since(self, since: float) -> dict[str, Any]:
@@ -528,7 +529,7 @@ def ratio(after: float, before: float) -> str:
     return f"{after / before:.2f}x"
 
 
-def report(results: dict[int, dict[str, Any]]) -> None:
+def report(results: dict[int, dict[str, Any]], opts: argparse.Namespace) -> None:
     for n, f in results.items():
         for name, value in f.items():
             if isinstance(value, int | float):
@@ -558,9 +559,17 @@ def report(results: dict[int, dict[str, Any]]) -> None:
         out.append(row(label, [f"{results[n][key] * scale:.1f}{unit}" for n in ns]))
     per_branch = [results[n]["hour_central_cpu_s"] / n for n in ns]
     out.append(row("central CPU s/h per branch", [f"{v:.2f}" for v in per_branch]))
+    out.append(row("cold start: first syncs spread over (s)",
+                   [f"{results[n]['cold_spread_s']:.0f}" for n in ns]))  # fmt: skip
+    out.append(row("  every branch Synced after (s)",
+                   [f"{results[n]['cold_all_synced_s']:.1f}" for n in ns]))  # fmt: skip
+    out.append(row("  GetConfig in flight at once (peak)",
+                   [f"{results[n]['cold_peak_getconfig']:.0f}" for n in ns]))  # fmt: skip
+    out.append(row("branch worker processes", [f"{results[n]['workers']}" for n in ns]))
     out.append("#")
-    out.append(row("after a central restart", [f"N={n} {w}" for n in ns for w in ("j=0", "j=60")]
-                   + []))  # fmt: skip
+    jitters = [f"j{j:g}" for j in opts.jitters]
+    out.append(row("after a central restart (jitter, s)",
+                   [f"N={n} {j}" for n in ns for j in jitters]))  # fmt: skip
     for label, key, fmt in (
         ("time from boot to every branch Synced (s)", "all_synced_s", "{:.1f}"),
         ("  median branch Synced (s)", "median_synced_s", "{:.1f}"),
@@ -579,9 +588,11 @@ def report(results: dict[int, dict[str, Any]]) -> None:
     ):
         values = []
         for n in ns:
-            before = results[n][f"restart_before_{key}"]
-            after = results[n][f"restart_after_{key}"]
-            values += [fmt.format(before), f"{fmt.format(after)} ({ratio(after, before)})"]
+            before = results[n][f"restart_{jitters[0]}_{key}"]
+            values.append(fmt.format(before))
+            for j in jitters[1:]:
+                after = results[n][f"restart_{j}_{key}"]
+                values.append(f"{fmt.format(after)} ({ratio(after, before)})")
         out.append(row(label, values))
     print("\n".join(out), flush=True)
 
@@ -596,7 +607,9 @@ def main() -> int:
     parser.add_argument("--cold-spread", type=float, default=120.0,
                         help="the branches' first syncs at random moments within this (s)")
     parser.add_argument("--compressed-interval", type=float, default=30.0)
-    parser.add_argument("--jitter", type=float, default=DEFAULT_JITTER, help="the 'after' jitter")
+    parser.add_argument("--jitters", default=f"0,{DEFAULT_JITTER:g}",
+                        help="syncmanager.jitter values compared after a restart, the first the "
+                        "reference (before)")  # fmt: skip
     parser.add_argument("--restart-timeout", type=float, default=900.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workers", type=int, default=0,
@@ -606,6 +619,7 @@ def main() -> int:
     if opts.quick:
         opts.window, opts.fulls, opts.cheap, opts.cold_spread = 15.0, 5, 300, 10.0
     ns = [int(x) for x in opts.branches.split(",") if x]
+    opts.jitters = [float(x) for x in opts.jitters.split(",") if x]
     if any(not 1 <= n <= SITES for n in ns):
         parser.error(f"--branches: each N from 1 to {SITES}")
 
@@ -636,7 +650,7 @@ def main() -> int:
         sampler.done.set()
         central.remove()
         shutil.rmtree(workdir, ignore_errors=True)
-    report(results)
+    report(results, opts)
     figure("fleet_central_boot_s", central.boot_seconds or 0.0)
     figure("fleet_bench_seconds", time.monotonic() - started)
     return 0
