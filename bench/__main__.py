@@ -19,6 +19,9 @@ Prints one `name=value` line per figure on stdout (progress and context on stder
 - real_phone_*: the real SIP phones (baresip, linphonec at their default timers) of
   tests/e2e/test_real_phones.py on the namespace bed: a WAN cut, a call across the restore, the
   restore; the test run prints the same figures (about 3 minutes).
+- fleet_*: not run by default (`--only fleet`, about 4 minutes): bench/fleet.py with
+  `--fleet-branches` branches (20) and short windows; the N=50/200/500 figures of the README
+  come from `python -m bench.fleet --branches 50,200,500` (about 30 minutes).
 
     python -m bench                       # everything, about 4-5 minutes
     python -m bench --only dns --rounds 3 --dns-seconds 15
@@ -53,6 +56,7 @@ from lab.dnsmasq import Dnsmasq  # noqa: E402
 from lab.synchproc import SynchProcess, cpu_seconds, rss_mb  # noqa: E402
 
 SECTIONS = ("startup", "idle", "dns", "flood", "status", "ami", "sync", "figures", "phones")
+EXTRA_SECTIONS = ("fleet",)  # run only when asked for with --only
 DOMAIN = "example.local"
 SIP = f"sip.{DOMAIN}"
 NXNAME = f"nothing-here.{DOMAIN}"
@@ -385,6 +389,22 @@ def run_sync(opts: argparse.Namespace, report: Report) -> None:
             report.figure(name, value)
 
 
+def run_fleet(opts: argparse.Namespace, report: Report) -> None:
+    argv = [sys.executable, "-m", "bench.fleet", "--branches", str(opts.fleet_branches), "--quick"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False,
+                         cwd=ROOT)  # fmt: skip
+    say(out.stderr.rstrip())
+    if out.returncode != 0:
+        report.check("fleet_bench", False, f"bench/fleet.py failed: {out.stderr[-1000:]}")
+        return
+    for line in out.stdout.splitlines():
+        if line.startswith("#"):
+            say(line)
+        elif "=" in line:
+            name, value = line.split("=", 1)
+            report.figure(name, value)
+
+
 def run_figures(report: Report) -> None:
     script = ROOT / "bench" / "failover_figures.py"
     if not script.exists():
@@ -416,7 +436,7 @@ def run_phones(report: Report) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma list of " +
-                        ", ".join(SECTIONS))  # fmt: skip
+                        ", ".join(SECTIONS + EXTRA_SECTIONS))  # fmt: skip
     parser.add_argument("--skip", default="", help="comma list of sections to leave out")
     parser.add_argument("--rounds", type=int, default=2, help="DNS rounds per server")
     parser.add_argument("--dns-seconds", type=float, default=8.0)
@@ -430,9 +450,10 @@ def main() -> int:
     parser.add_argument("--sync-extensions", type=int, default=10000,
                         help="bench_sync.py --extensions")  # fmt: skip
     parser.add_argument("--sync-rounds", type=int, default=3, help="bench_sync.py --rounds")
+    parser.add_argument("--fleet-branches", type=int, default=20, help="bench/fleet.py --branches")
     opts = parser.parse_args()
     wanted = [s for s in opts.only.split(",") if s and s not in opts.skip.split(",")]
-    unknown = set(wanted) - set(SECTIONS)
+    unknown = set(wanted) - set(SECTIONS + EXTRA_SECTIONS)
     if unknown:
         parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; known: {SECTIONS}")
     report = Report()
@@ -475,6 +496,9 @@ def main() -> int:
         run_figures(report)
     if "phones" in wanted:
         run_phones(report)
+    if "fleet" in wanted:
+        say("[fleet]")
+        run_fleet(opts, report)
     report.figure("bench_seconds", time.monotonic() - started)
     for failure in report.failures:
         say(f"FAIL {failure}")

@@ -3,8 +3,10 @@
     .venv/bin/python grafana/generate_dashboard.py          # rewrite the JSON
     .venv/bin/python grafana/generate_dashboard.py --check  # exit 1 if the JSON is out of date
 
-Every query selects `instance=~"$instance"` and every panel and query uses the `${datasource}`
-variable; tests/observability/test_dashboard.py checks both on the committed JSON.
+Every query selects `instance=~"$instance"`, but for the fleet row's, which read the series
+recorded by grafana/recording/synch.recording.yml (every branch at once, a few series however many
+branches); every panel and query uses the `${datasource}` variable.
+tests/observability/test_dashboard.py checks these on the committed JSON.
 """
 
 from __future__ import annotations
@@ -210,6 +212,65 @@ def timeline(
         .mappings([state_mappings(states)])
     )
     return _with_targets(panel, [Target(state_code(metric, states, label), "{{instance}}")])
+
+
+FLEET_ROW = "Fleet: every branch"
+
+
+def fleet_row(d: Dashboard) -> Dashboard:
+    """Every branch at once, whatever the Branch menu says, from the recorded series (the
+    dashboard stays quick at hundreds of branches)."""
+    d = d.with_row(Row(FLEET_ROW))
+    for title, description, record, warn in (
+        ("Branches", "Branches that export synch metrics.", "synch:branches:count", None),
+        ("Not answering scrapes", "synch stopped, the branch host down or the WAN to it cut.",
+         "synch:branches_down:count", 1),
+        ("In failover", "Branches whose phones are sent to the branch Asterisk.",
+         "synch:branches_in_failover:count", 1),
+        ("Central Failed", "Branches that cannot reach the central PBX; all of them at once "
+         "means the central (or the head office's link) is down.",
+         "synch:branches_central_failed:count", 1),
+        ("Unsynced", "Branches whose last sync failed or was refused by the remove guard.",
+         "synch:branches_unsynced:count", 1),
+        ("Retrying sync", "Branches retrying a sync the central failed (too slow, refused), "
+         "less and less often: many at once means an overloaded central.",
+         "synch:branches_sync_retrying:count", 1),
+    ):  # fmt: skip
+        thresholds = ((None, "green"),) if warn is None else ((None, "green"), (warn, "orange"))
+        d = d.with_panel(single(title, description, [Target(record, "")], w=4,
+                                thresholds=thresholds))  # fmt: skip
+    d = d.with_panel(
+        ts(
+            "Branches in trouble",
+            "Branches in failover, with their central Failed, Unsynced, retrying, and with a "
+            "sync that failed or that the remove guard refused in the last 30 min.",
+            [
+                Target("synch:branches_in_failover:count", "in failover"),
+                Target("synch:branches_central_failed:count", "central Failed"),
+                Target("synch:branches_unsynced:count", "Unsynced"),
+                Target("synch:branches_sync_retrying:count", "retrying sync"),
+                Target("synch:branches_sync_failed:count", "sync failed (30 min)"),
+                Target("synch:branches_sync_guarded:count", "sync guarded (30 min)"),
+            ],
+            "short",
+            w=12,
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Age of the branches' copies",
+            "Time since each branch's last successful sync, over the branches: the median, the "
+            "90th and 99th percentiles and the oldest. Healthy: below the sync interval "
+            "(300 s by default), briefly more after the central's return (the sync jitter).",
+            [
+                Target("synch:sync_age_seconds:quantile", "p{{quantile}}"),
+                Target("synch:sync_age_seconds:max", "oldest"),
+            ],
+            "s",
+            w=12,
+        )
+    )
+    return d
 
 
 def service_row(d: Dashboard) -> Dashboard:
@@ -627,8 +688,8 @@ def build() -> Dashboard:
         Dashboard("synch — branch site")
         .uid(UID)
         .description(
-            "synch on a branch Asterisk host: failover state, probes of the central (SIP, AMI) "
-            "and of the uplink, sync, DNS."
+            "synch on a branch Asterisk host: the fleet at a glance, then per branch: failover "
+            "state, probes of the central (SIP, AMI) and of the uplink, sync, DNS."
         )
         .tags(["synch", "asterisk", "branch"])
         .editable()
@@ -648,7 +709,7 @@ def build() -> Dashboard:
             .include_all(True)
         )
     )
-    for row in (service_row, probe_row, sync_row, dns_row):
+    for row in (fleet_row, service_row, probe_row, sync_row, dns_row):
         d = row(d)
     return d
 

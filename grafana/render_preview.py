@@ -9,9 +9,11 @@ outage (failover and fallback), the branch Asterisk down for a while, the centra
 (no failover, sync paused), a flaky spell, a sync refused by the remove guard, then a
 rollback pausing automatic sync, and a SERVFAIL burst; the central's Max Expiration is lowered
 with the first accounts added, which brings the failover budget within its target. The samples
-are backfilled into a fresh TSDB with `promtool tsdb create-blocks-from openmetrics`, Debian's
-prometheus serves them, and every panel's queries (tests/observability/queries.py, variables substituted as Grafana would) are
-evaluated with /api/v1/query_range.
+are backfilled into a fresh TSDB with `promtool tsdb create-blocks-from openmetrics`, the fleet
+row's recording rules (grafana/recording/synch.recording.yml) computed over them with `promtool
+tsdb create-blocks-from rules`, Debian's prometheus serves both, and every panel's queries
+(tests/observability/queries.py, variables substituted as Grafana would) are evaluated with
+/api/v1/query_range.
 
 `render()` draws from any Prometheus that scrapes synch: tests/observability/
 test_real_prometheus.py uses it on a run of the real daemon against the Asterisk lab.
@@ -23,6 +25,7 @@ import argparse
 import math
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -489,6 +492,16 @@ def main(argv: list[str] | None = None) -> int:
             capture_output=True,
         )
         config = '{"global": {"scrape_interval": "15s"}, "scrape_configs": []}'
+        with running_prometheus(config, work) as prom:  # the recorded series, from the samples
+            subprocess.run(
+                ["promtool", "tsdb", "create-blocks-from", "rules", f"--start={int(start)}",
+                 f"--end={int(end)}", f"--url={prom.url}", "--eval-interval=15s",
+                 "--output-dir=recorded", str(queries.RECORDING)],
+                cwd=work, check=True, capture_output=True,
+            )  # fmt: skip
+        for block in (work / "recorded").iterdir():
+            if block.is_dir():
+                shutil.move(block, work / "data" / block.name)
         with running_prometheus(config, work) as prom:
             render(prom, start, end, args.out)
     print(f"wrote {args.out}")

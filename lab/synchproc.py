@@ -65,6 +65,8 @@ def lab_config(
             "filterkey": "accountcode",
             "filtervalue": "^HeadOffice$",
             "localconfigspath": str(localconfigspath),
+            # The sync after the central's return at once, as the tests expect (one branch).
+            "jitter": 0,
         },
         "dnsservice": {
             "listenaddress": "127.0.0.1",

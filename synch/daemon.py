@@ -93,10 +93,10 @@ class Daemon:
     def _wire(self) -> None:
         """Who hears of what: one path for each change."""
         self.probes.control.listeners += [self._service_changed, self.overlay.wake]
-        self.probes.monitor_listeners += [self.sync.on_monitor_change, self._report]
         # The first sync runs as soon as the central's AMI answers, not one interval later;
-        # so does the first after an AMI outage.
-        self.probes.ami_answers.append(self.sync.wake)
+        # after an outage, within the sync jitter.
+        self.sync.follow(self.probes)
+        self.probes.monitor_listeners.append(self._report)
         # A sync that changed the synced file may change the failover budget.
         self.sync.listeners.append(self.budget.after_sync)
         self.metrics.watch_states(lambda: (self.probes.monitor.state, self.sync.state,

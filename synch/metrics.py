@@ -227,6 +227,16 @@ class Metrics:
             "Unix time of the last sync cycle, whatever its result (0: never).",
             registry=r,
         )
+        self.sync_next = Gauge(
+            "synch_sync_next_timestamp_seconds",
+            "Unix time of the next planned sync cycle (0: none planned yet).",
+            registry=r,
+        )
+        self.sync_backoff = Gauge(
+            "synch_sync_backoff_seconds",
+            "Delay of the retry planned after sync cycles the central failed (0: no retry).",
+            registry=r,
+        )
         self.mirrored_contacts = Gauge(
             "synch_mirrored_contacts",
             "Contacts of synced phones learned from the central, for the branch to call them "

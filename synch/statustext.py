@@ -131,7 +131,22 @@ def _last_sync(details: dict[str, object], now: datetime) -> str:
     text = f"Last sync{ago}: {result}"
     if result in ("failed", "guarded") and last.get("Reason"):
         text += f": {last['Reason']}"
-    return text + (f" ({', '.join(facts)})" if facts else "") + "."
+    return text + (f" ({', '.join(facts)})" if facts else "") + "." + _next_sync(details)
+
+
+def _next_sync(details: dict[str, object]) -> str:
+    """A retry after failures of the central, or the sync planned after its return."""
+    plan, retry = details.get("NextSync"), details.get("SyncRetry")
+    if not isinstance(plan, dict) or not isinstance(plan.get("In"), int | float):
+        return ""
+    wait = _duration(float(plan["In"]))
+    if plan.get("Why") == "retry" and isinstance(retry, dict):
+        failures = retry.get("Failures")
+        what = f"the last {failures} syncs" if isinstance(failures, int) and failures > 1 else "it"
+        return f" The central failed {what}: next try in {wait}."
+    if plan.get("Why") == "central back":
+        return f" The central is back: next sync in {wait}."
+    return ""
 
 
 def _attention(details: dict[str, object]) -> list[str]:

@@ -186,6 +186,7 @@ def _syncmanager(sec: _Section) -> SyncManagerSettings:
             "maxremovepercent", d.maxremovepercent, low=0.0, high=100.0, low_inclusive=True
         ),
         fullcheckevery=sec.integer("fullcheckevery", d.fullcheckevery, 1, MAX_COUNT),
+        jitter=sec.real("jitter", d.jitter, low=0.0, high=MAX_SECONDS, low_inclusive=True),
     )
 
 

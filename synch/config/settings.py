@@ -91,6 +91,9 @@ class SyncManagerSettings:
     maxremovepercent: float = 50.0
     # a full GetConfig at least every N cycles even if CoreStatus is unchanged
     fullcheckevery: int = 12
+    # the sync after the central comes back waits a random 0..jitter s (hundreds of branches
+    # must not all fetch at the moment it returns); 0: at once
+    jitter: float = 60.0
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,16 @@
 """The sync service: when to run a sync cycle (at start once the central answers, every
-`syncmanager.interval`, on entering Stable, on `Sync`, when the central's AMI answers again),
-never two at once, never while the central is Failed or its AMI does not answer; and what the
-last one ended with (the Sync state, metrics, the log)."""
+`syncmanager.interval` give or take a tenth, within `syncmanager.jitter` after the central comes
+back, sooner after a failure of the central and then less and less often: synch.sync.schedule
+decides), never two at once, never while the central is Failed or its AMI does not answer; and
+what the last one ended with (the Sync state, metrics, the log)."""
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 import gevent.event
 import gevent.lock
@@ -16,9 +19,11 @@ from synch.ami.client import AmiClient
 from synch.config import Settings
 from synch.dialplan.sync import DialplanStage
 from synch.metrics import Metrics
+from synch.services.probing import ProbeService
 from synch.states import Monitor, SyncState
 from synch.sync.job import SyncJob
 from synch.sync.outcome import Outcome, SyncResult
+from synch.sync.schedule import Ending, SyncSchedule, Trigger
 from synch.timestamps import local_stamp
 
 log = logging.getLogger("synch")
@@ -37,36 +42,79 @@ class SyncService:
         metrics: Metrics,
         monitor: Callable[[], Monitor],
         ami: Callable[[], str] = lambda: "",
+        rng: random.Random | None = None,
     ):
-        self.interval = settings.syncmanager.interval
+        sm = settings.syncmanager
+        self.interval = sm.interval
         self.job = job
         self.metrics = metrics
         self._monitor = monitor  # the probe service's verdict on the central
         self._ami = ami  # why the central's AMI cannot be used now ("" if it can)
         self.state = SyncState.INIT
         self.last: dict[str, object] = {}
-        self._wakeup = gevent.event.Event()
+        self.schedule = SyncSchedule(sm.interval, sm.jitter, rng or random.Random())
+        self._outage = False  # the central was down (or unsteady) since it was last Stable
+        self._cycles = 0  # cycles run since the start, whatever their result
+        self._changed = gevent.event.Event()  # the plan changed: the loop looks again
         self._lock = gevent.lock.Semaphore()
         # Called after each cycle that ran, with what it ended with (the failover budget).
         self.listeners: list[Callable[[Outcome], None]] = []
         metrics.sync_interval.set(self.interval)
         # Read at each scrape: a rollback or `synch resume` from the CLI shows at once.
         metrics.sync_paused.set_function(lambda: 1.0 if job.history.paused else 0.0)
+        metrics.sync_next.set_function(self._next_unix)
+        metrics.sync_backoff.set_function(lambda: self.schedule.backoff)
 
-    def wake(self) -> None:
-        """Run a cycle now rather than at the end of the interval."""
-        self._wakeup.set()
+    def follow(self, probes: ProbeService) -> None:
+        """Hear the probes: the monitor's changes, and the central's AMI answering (the
+        daemon's wiring; the fleet benchmark wires its branches the same way)."""
+        probes.monitor_listeners.append(self.on_monitor_change)
+        probes.ami_answers.append(self.on_ami_answers)
+
+    def wake(self, trigger: Trigger = Trigger.START) -> None:
+        """Run a cycle now rather than when planned."""
+        self.schedule.at_once(time.monotonic(), trigger)
+        self._changed.set()
+
+    def on_ami_answers(self) -> None:
+        """The central's AMI answers: for the first time (a cycle now), or again after an
+        outage of its own (a cycle within the jitter, as every branch hears it at once)."""
+        if self._cycles == 0 and not self._outage:
+            self.wake(Trigger.START)
+        else:
+            self._recovered()
 
     def on_monitor_change(self, old: Monitor, new: Monitor) -> None:
         if new is Monitor.STABLE:
-            self.wake()
+            if self._outage:
+                self._recovered()
+            else:
+                self.wake(Trigger.STABLE)  # the first Stable since the start: no herd to avoid
+            self._outage = False
+        elif new is Monitor.FAILED or old is Monitor.STABLE:
+            self._outage = True
+
+    def _recovered(self) -> None:
+        now = time.monotonic()
+        plan = self.schedule.recovered(now)
+        if plan.trigger is Trigger.RECOVERY:
+            log.info("sync: the central is back; next sync in %.1f s (jitter up to %g s)",
+                     max(0.0, plan.at - now), self.schedule.jitter)  # fmt: skip
+        self._changed.set()
 
     def run(self, stop: gevent.event.Event) -> None:
+        if self.schedule.plan is None:
+            self.schedule.start(time.monotonic())
         while not stop.is_set():
-            self._wakeup.wait(timeout=self.interval)
-            self._wakeup.clear()
-            if not stop.is_set():
-                self.cycle("scheduled")
+            wait = self.schedule.wait(time.monotonic())
+            if wait > 0:
+                self._changed.wait(timeout=wait)
+                self._changed.clear()
+                continue  # due now, or planned anew: look again
+            plan = self.schedule.plan
+            trigger = plan.trigger if plan is not None else Trigger.SCHEDULED
+            if self.cycle(trigger) is None:
+                self.schedule.blocked(time.monotonic())
 
     def settle(self, timeout: float) -> None:
         """Let a cycle in progress finish its write and commit, for at most `timeout` s."""
@@ -86,31 +134,37 @@ class SyncService:
         paused = self.job.history.paused
         return f"automatic sync paused: {paused}" if paused else ""
 
-    def cycle(self, why: str, *, full: bool = False) -> Outcome | None:
-        """Run one cycle unless something forbids it; None when it did not run. `full`: fetch
-        even if the central reports no reload since the last sync."""
+    def cycle(self, why: Trigger) -> Outcome | None:
+        """Run one cycle unless something forbids it; None when it did not run. The next one
+        is planned from how it ended."""
         blocker = self.blocker()
         if blocker:
             log.debug("sync (%s) not run: %s", why, blocker)
             return None
         with self._lock:
             started = time.monotonic()
-            outcome = self.job.run(full=full)
+            # The admin's Sync fetches in full, as `synch sync` does: asked for, not planned.
+            outcome = self.job.run(settle=True, full=why is Trigger.ADMIN)
             seconds = time.monotonic() - started
+        self._cycles += 1
+        ending = Ending.CENTRAL_FAILED if outcome.central_failed else Ending.ANSWERED
+        plan = self.schedule.done(time.monotonic(), ending)
         self._record(outcome, seconds, why)
+        if plan.trigger is Trigger.RETRY:
+            log.info("sync: retry %d in %.1f s", self.schedule.failures, self.schedule.backoff)
+        self._changed.set()
         for listener in self.listeners:
             listener(outcome)
         return outcome
 
     def sync_now(self) -> dict[str, object]:
-        """The admin's `Sync`: one cycle now, a full look at the central (an admin asking has a
-        reason to doubt it), and what it ended with."""
-        outcome = self.cycle("admin request", full=True)
+        """The admin's `Sync`: one cycle now, and what it ended with."""
+        outcome = self.cycle(Trigger.ADMIN)
         if outcome is None:
             return {"ok": False, "Sync": self.state.value, "Error": self.blocker()}
         return {"ok": outcome.result.synced, **self.last}
 
-    def _record(self, outcome: Outcome, seconds: float, why: str) -> None:
+    def _record(self, outcome: Outcome, seconds: float, why: Trigger) -> None:
         result = outcome.result
         self.metrics.sync_runs.labels(result=result).inc()
         self.metrics.last_sync_attempt.set(time.time())
@@ -125,6 +179,7 @@ class SyncService:
             ),
             "Seconds": round(seconds, 3),
             "Timestamp": local_stamp(),
+            "Why": why.value,
         }
         old = self.state
         if result.synced:
@@ -146,10 +201,38 @@ class SyncService:
             level = logging.WARNING if self.state is SyncState.UNSYNCED else logging.INFO
             log.log(level, "sync %s -> %s", old.value, self.state.value)
 
+    def _next_unix(self) -> float:
+        """Unix time of the next planned cycle (0: none planned yet)."""
+        plan = self.schedule.plan
+        if plan is None:
+            return 0.0
+        return time.time() + (plan.at - time.monotonic())
+
+    def next_sync(self) -> dict[str, object] | None:
+        """When the next cycle is planned and why; None before the loop has started."""
+        plan = self.schedule.plan
+        if plan is None:
+            return None
+        wait = max(0.0, plan.at - time.monotonic())
+        return {
+            "Timestamp": local_stamp(datetime.now() + timedelta(seconds=wait)),
+            "In": round(wait, 1),
+            "Why": plan.trigger.value,
+        }
+
     def details(self) -> dict[str, object]:
+        schedule = self.schedule
+        retry = (
+            {"Failures": schedule.failures, "Delay": round(schedule.backoff, 1)}
+            if schedule.failures
+            else None
+        )
         return {
             "Sync": self.state.value,
             "LastSync": dict(self.last),
+            "NextSync": self.next_sync(),
+            "SyncRetry": retry,
+            "SyncJitter": schedule.jitter,
             "SyncPaused": self.job.history.paused,
             "SyncBlocked": self.blocker(),
             "SyncedFile": str(self.job.path),

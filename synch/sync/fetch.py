@@ -17,7 +17,7 @@ from synch.sync.filter import (
 )
 from synch.sync.getconfig import parse_getconfig
 from synch.sync.model import ConfigFile, ConfigParseError
-from synch.sync.outcome import SyncFailed
+from synch.sync.outcome import CentralFailed, SyncFailed
 from synch.sync.plan import accounts
 from synch.sync.policy import without_dropped
 
@@ -79,7 +79,7 @@ class CentralSource:
         try:
             reply = get_config(self.central, filename, pushed)
         except AmiError as exc:
-            raise SyncFailed(f"central {filename}: {exc}") from exc
+            raise CentralFailed(f"central {filename}: {exc}") from exc
         try:
             return parse_getconfig(reply.headers, reply.body, names=names)
         except ConfigParseError as exc:

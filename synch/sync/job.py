@@ -24,7 +24,7 @@ from synch.sync.fetch import CentralSource, Fetched
 from synch.sync.filter import Selector
 from synch.sync.mirror import INCLUDE_LINE, OVERLAY_FILE, prune, synced_aors
 from synch.sync.model import ConfigFile, ConfigParseError
-from synch.sync.outcome import Outcome, SyncFailed, SyncResult
+from synch.sync.outcome import CentralFailed, Outcome, SyncFailed, SyncResult
 from synch.sync.plan import Change, accounts, commit_subject, diff, guard, unified_diff
 from synch.sync.policy import TRANSPORT_NOTE, policy_problems
 from synch.sync.render import check_safe, render
@@ -49,6 +49,7 @@ class SyncJob:
         *,
         stages: Sequence[Stage] = (),
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ):
         self.settings = settings
         self.central = central
@@ -62,6 +63,7 @@ class SyncJob:
         owned = (self.filename, *(name for stage in self.stages for name in stage.files))
         self.store = BranchStore(Path(sm.localconfigspath), owned)
         self._clock = clock
+        self._sleep = sleep
         # The central's reload time (CoreStatus) at the last good full fetch. It has a one-second
         # resolution, so a reload in the same second as our look would be invisible: a mark only
         # counts as confirmed when a full fetch started at least a second after we first saw it.
@@ -93,17 +95,30 @@ class SyncJob:
 
     # -- the cycle ----------------------------------------------------------------------------
 
-    def run(self, *, force: bool = False, dry_run: bool = False, full: bool = False) -> Outcome:
+    def run(
+        self,
+        *,
+        force: bool = False,
+        dry_run: bool = False,
+        full: bool = False,
+        settle: bool = False,
+    ) -> Outcome:
         """One cycle. `force`: accept what the remove guard refuses (and sync while paused);
         `dry_run`: compute the diff, write nothing; `full`: fetch even if the central looks
-        unchanged. Never raises: every failure is an outcome with a reason."""
+        unchanged; `settle` (the daemon's cycles): when the central's reload mark is new, wait
+        until a second after it was first seen before fetching, so that this fetch confirms it
+        and the next cycle is the cheap one (else every branch fetches in full twice after each
+        reload or restart of the central: a second herd one interval after the first). Never
+        raises: every failure is an outcome with a reason."""
         try:
             with _gc_paused():
-                outcome = self._run(force=force, dry_run=dry_run, full=full)
+                outcome = self._run(force=force, dry_run=dry_run, full=full, settle=settle)
+        except CentralFailed as exc:
+            outcome = Outcome(SyncResult.FAILED, str(exc), central_failed=True)
         except SyncFailed as exc:
             outcome = Outcome(SyncResult.FAILED, str(exc))
-        except AmiError as exc:
-            outcome = Outcome(SyncResult.FAILED, f"central AMI: {exc}")
+        except AmiError as exc:  # only the central's: the branch's reload is a SyncFailed
+            outcome = Outcome(SyncResult.FAILED, f"central AMI: {exc}", central_failed=True)
         except HistoryError as exc:
             outcome = Outcome(SyncResult.FAILED, f"git history: {exc}")
         except OSError as exc:
@@ -125,7 +140,7 @@ class SyncJob:
             return Outcome(SyncResult.SKIPPED, why)
         return None
 
-    def _run(self, *, force: bool, dry_run: bool, full: bool) -> Outcome:
+    def _run(self, *, force: bool, dry_run: bool, full: bool, settle: bool) -> Outcome:
         # Checked before the fetch (no need to ask the central while paused), and again under
         # the lock: a rollback that happened while we fetched must stand.
         if (skipped := self._paused(force, dry_run)) is not None:
@@ -144,6 +159,9 @@ class SyncJob:
         ):
             self._cycles_since_full += 1
             return Outcome(SyncResult.SKIPPED, "central unchanged since the last sync")
+        if settle and mark is not None and now - self._seen_at < 1.0:
+            self._sleep(self._seen_at + 1.0 - now)
+            now = self._clock()
         confirmed = mark if now - self._seen_at >= 1.0 else None
         fetched = self.source.fetch()
         problems = check_safe(fetched.config) + policy_problems(fetched.config, self.mode)

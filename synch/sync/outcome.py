@@ -12,6 +12,11 @@ class SyncFailed(Exception):
     """A cycle could not complete; the message is the operator-facing reason."""
 
 
+class CentralFailed(SyncFailed):
+    """The central did not answer a request usefully: too slow, an error reply, a refused or
+    closed connection (the next cycle backs off, see synch.sync.schedule)."""
+
+
 class SyncResult(StrEnum):
     APPLIED = "applied"  # written, committed, reloaded
     UNCHANGED = "unchanged"  # the branch already holds exactly this
@@ -44,3 +49,4 @@ class Outcome:
     diff: str = ""
     accounts: int | None = None
     warnings: list[str] = field(default_factory=list)
+    central_failed: bool = False  # FAILED because the central did not answer usefully

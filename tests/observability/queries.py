@@ -3,9 +3,11 @@
     dashboard_queries()           -> [(panel title, expr)], $instance matching every instance
     dashboard_queries("lyon")     -> the same for the one branch whose instance label is "lyon"
     alert_exprs()                 -> [(alert name, expr)]
+    recording_rules()             -> [(recorded series, expr)] of the fleet view
 
-Read from the committed files (grafana/dashboards/synch.json, grafana/alerts/synch.rules.yml),
-so what is evaluated is exactly what Grafana and Prometheus load.
+Read from the committed files (grafana/dashboards/synch.json, grafana/alerts/synch.rules.yml,
+grafana/recording/synch.recording.yml), so what is evaluated is exactly what Grafana and
+Prometheus load.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "grafana" / "dashboards" / "synch.json"
 RULES = REPO / "grafana" / "alerts" / "synch.rules.yml"
+RECORDING = REPO / "grafana" / "recording" / "synch.recording.yml"
+# The dashboard's row for every branch at once: its panels read the recorded series only, and
+# do not follow the Branch variable.
+FLEET_ROW = "Fleet: every branch"
 
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
 
@@ -31,6 +37,7 @@ class PanelQuery:
 
     title: str  # panel title, with " [refId]" when the panel has several queries
     panel_title: str
+    row: str  # the title of the row the panel is in
     panel_type: str
     expr: str
     legend: str
@@ -56,6 +63,15 @@ def panels(dashboard: dict[str, Any] | None = None) -> list[dict[str, Any]]:
 
 def panel_queries(dashboard: dict[str, Any] | None = None) -> list[PanelQuery]:
     out = []
+    dashboard = dashboard or load_dashboard()
+    rows: dict[int, str] = {}  # id(panel) -> its row's title
+    row = ""
+    for panel in dashboard["panels"]:
+        if panel.get("type") == "row":
+            row = panel["title"]
+            rows.update((id(inner), row) for inner in panel.get("panels", []))  # collapsed
+        else:
+            rows[id(panel)] = row
     for panel in panels(dashboard):
         targets = panel.get("targets", [])
         defaults = panel.get("fieldConfig", {}).get("defaults", {})
@@ -73,6 +89,7 @@ def panel_queries(dashboard: dict[str, Any] | None = None) -> list[PanelQuery]:
                 PanelQuery(
                     title=title,
                     panel_title=panel["title"],
+                    row=rows.get(id(panel), ""),
                     panel_type=panel["type"],
                     expr=target.get("expr", ""),
                     legend=target.get("legendFormat", ""),
@@ -116,10 +133,15 @@ def substitute(
 
 
 def dashboard_queries(
-    instance: str | None = None, rate_interval: str = "1m", range_: str = "1h"
+    instance: str | None = None, rate_interval: str = "1m", range_: str = "1h", fleet: bool = True
 ) -> list[tuple[str, str]]:
-    """(panel title, expr) for every query of every panel, variables substituted."""
-    return [(q.title, substitute(q.expr, instance, rate_interval, range_)) for q in panel_queries()]
+    """(panel title, expr) for every query of every panel, variables substituted (without the
+    fleet row's unless `fleet`)."""
+    return [
+        (q.title, substitute(q.expr, instance, rate_interval, range_))
+        for q in panel_queries()
+        if fleet or q.row != FLEET_ROW
+    ]
 
 
 def load_rules() -> list[dict[str, Any]]:
@@ -130,3 +152,14 @@ def load_rules() -> list[dict[str, Any]]:
 def alert_exprs() -> list[tuple[str, str]]:
     """(alert name, expr) for every alerting rule."""
     return [(rule["alert"], rule["expr"]) for rule in load_rules() if "alert" in rule]
+
+
+def recording_rules() -> list[tuple[str, str]]:
+    """(recorded series, expr) for every recording rule, in order (a name may come twice:
+    one rule per quantile)."""
+    groups = yaml.safe_load(RECORDING.read_text())["groups"]
+    return [(rule["record"], rule["expr"]) for group in groups for rule in group["rules"]]
+
+
+def recorded_names() -> set[str]:
+    return {name for name, _ in recording_rules()}

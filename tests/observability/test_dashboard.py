@@ -107,23 +107,33 @@ def test_every_panel_and_query_uses_the_datasource_variable(dashboard: dict[str,
 
 
 def test_every_selector_is_filtered_by_instance(dashboard: dict[str, Any]) -> None:
+    """Every branch query follows the Branch variable; the fleet row reads recorded series only
+    (a few series whatever the number of branches), which have no instance."""
+    recorded = queries.recorded_names()
+    fleet = 0
     for query in queries.panel_queries(dashboard):
         found = selectors(query.expr)
         assert found, f"{query.title}: no metric in {query.expr!r}"
         for name, matchers in found:
-            assert INSTANCE_MATCHER in matchers, f"{query.title}: {name} not filtered by instance"
+            if query.row == queries.FLEET_ROW:
+                assert name in recorded, f"{query.title}: {name} is not a recorded series"
+                fleet += 1
+            else:
+                assert INSTANCE_MATCHER in matchers, f"{query.title}: {name} not filtered"
+    assert fleet >= 8
 
 
 def test_every_metric_name_is_exported_by_synch(dashboard: dict[str, Any]) -> None:
     exported = exported_metric_names()
     assert "synch_probes_total" in exported and "synch_service_state" in exported
     used = {name for q in queries.panel_queries(dashboard) for name, _ in selectors(q.expr)}
-    assert used - exported == set()
+    assert used - exported - queries.recorded_names() == set()
 
 
 def test_every_concern_has_a_row(dashboard: dict[str, Any]) -> None:
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
     assert rows == [
+        queries.FLEET_ROW,
         "Service state and transitions",
         "Probes of the central PBX",
         "Account sync",
@@ -156,6 +166,7 @@ def test_state_panels_map_every_state(dashboard: dict[str, Any]) -> None:
 def test_substitution_leaves_no_variable() -> None:
     for title, expr in queries.dashboard_queries("10.0.0.1:9386"):
         assert "$" not in expr, title
+    for title, expr in queries.dashboard_queries("10.0.0.1:9386", fleet=False):
         assert 'instance=~"10\\\\.0\\\\.0\\\\.1:9386"' in expr, title
     with pytest.raises(ValueError, match="unknown Grafana variable"):
         queries.substitute("rate(x[$__unknown])")

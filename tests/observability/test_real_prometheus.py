@@ -3,7 +3,9 @@
 alert rule; then the central dies and the failover alerts must fire, and resolve when it is back.
 
 Prometheus loads a copy of grafana/alerts/synch.rules.yml whose `for:` durations are cut to
-FOR_IN_TEST; every expr is the committed one, byte for byte.
+FOR_IN_TEST (every expr is the committed one, byte for byte) and the fleet view's recording rules
+(grafana/recording/synch.recording.yml) as they are. The series a branch costs the head office's
+Prometheus are counted from this real scrape (README "Running many branches").
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ RATE_INTERVAL = "5m"
 # evaluation; fallback needs the central to boot and 3 good probes. Bounds with ample margins.
 FIRE_WITHIN = 30.0
 RESOLVE_WITHIN = 90.0
+# Series per branch that README "Running many branches" sizes the head office's Prometheus for
+# (this lab branch probes SIP over one transport and has an uplink check, as a typical branch).
+SERIES_PER_BRANCH = 160
 
 
 @dataclass
@@ -139,7 +144,7 @@ def prometheus(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     config = scrape_config(
         target=url.netloc,
         instance=INSTANCE,
-        rule_files=[rules],
+        rule_files=[rules, queries.RECORDING],
         interval=f"{SCRAPE:g}s",
         metrics_path=url.path,
     )
@@ -251,8 +256,11 @@ def test_panel_query_returns_data(prometheus: Prometheus, title: str, expr: str)
 
 
 def test_panel_query_for_other_branch_is_empty(prometheus: Prometheus) -> None:
-    """The instance variable really filters: another branch's name selects nothing."""
-    for title, expr in queries.dashboard_queries("elsewhere", rate_interval=RATE_INTERVAL):
+    """The instance variable really filters: another branch's name selects nothing (but in the
+    fleet row, which shows every branch whatever the variable)."""
+    for title, expr in queries.dashboard_queries(
+        "elsewhere", rate_interval=RATE_INTERVAL, fleet=False
+    ):
         result = prometheus.query(expr)
         # `time() - x` alone would be a scalar; every panel query is a vector selection.
         assert result == [], (title, result)
@@ -298,9 +306,50 @@ def test_rules_loaded_and_healthy(prometheus: Prometheus) -> None:
     rules = wait_until(
         lambda: evaluated_rules(prometheus), 30, interval=0.2, message="rules evaluated once"
     )
-    assert {r["name"] for r in rules} == {name for name, _ in queries.alert_exprs()}
+    names = {name for name, _ in queries.alert_exprs()} | queries.recorded_names()
+    assert {r["name"] for r in rules} == names
     bad = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
     assert bad == []
+
+
+def test_series_per_branch_from_a_real_scrape(prometheus: Prometheus) -> None:
+    """What one branch costs the head office's Prometheus: the samples of each scrape (one per
+    series), plus Prometheus' own `up` and `scrape_*` series (the fleet rules add a dozen series
+    for the whole fleet). README "Running many branches" multiplies this by the branches."""
+    selector = f'{{job="synch", instance="{INSTANCE}"}}'
+    scraped = prometheus.query(f"scrape_samples_scraped{selector}")
+    samples = int(float(scraped[0]["value"][1]))
+    series = int(float(prometheus.query(f'count({{__name__=~"synch_.+", instance="{INSTANCE}"}})'
+                                        )[0]["value"][1]))  # fmt: skip
+    assert series == samples  # every sample of a scrape is its own series
+    alerts = '__name__!="ALERTS", __name__!="ALERTS_FOR_STATE"'
+    per_branch = int(float(prometheus.query(
+        f'count({{job="synch", instance="{INSTANCE}", {alerts}}})')[0]["value"][1]))  # fmt: skip
+    # up, scrape_duration_seconds, scrape_samples_scraped, scrape_samples_post_metric_relabeling,
+    # scrape_series_added
+    assert per_branch == samples + 5, (per_branch, samples)
+    assert 100 <= per_branch <= SERIES_PER_BRANCH, per_branch
+    print(f"\none branch: {samples} series per scrape, {per_branch} series in Prometheus")
+
+
+def test_fleet_row_counts_the_branch(prometheus: Prometheus) -> None:
+    """The recorded fleet series for one healthy, synced branch."""
+
+    def value(name: str) -> float:
+        result = prometheus.query(name)
+        assert len(result) == 1, (name, result)
+        return float(result[0]["value"][1])
+
+    wait_until(lambda: prometheus.query("synch:sync_age_seconds:max"), 30, interval=0.2,
+               message="the fleet rules evaluated")  # fmt: skip
+    assert value("synch:branches:count") == 1
+    for name in ("down", "in_failover", "central_failed", "unsynced", "sync_retrying",
+                 "sync_guarded", "sync_failed"):  # fmt: skip
+        assert value(f"synch:branches_{name}:count") == 0, name
+    quantiles = prometheus.query("synch:sync_age_seconds:quantile")
+    assert {s["metric"]["quantile"] for s in quantiles} == {"0.5", "0.9", "0.99"}
+    assert all(0 <= float(s["value"][1]) < 300 for s in quantiles)
+    assert value("synch:sync_age_seconds:max") < 300
 
 
 def test_healthy_branch_fires_nothing(prometheus: Prometheus) -> None:

@@ -81,3 +81,54 @@ def test_every_alert_is_tested_firing_and_silent() -> None:
             cases.setdefault(case["alertname"], set()).add(bool(case.get("exp_alerts")))
     for name, _ in queries.alert_exprs():
         assert cases.get(name) == {True, False}, f"{name}: tested {cases.get(name)}"
+
+
+# -- the fleet view's recording rules (grafana/recording/synch.recording.yml) ----------------------
+
+RECORDING_TESTS = GRAFANA / "recording" / "synch.recording.test.yml"
+
+
+def test_check_recording_rules() -> None:
+    result = promtool("check", "rules", queries.RECORDING)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_recording_unit_tests_pass() -> None:
+    result = promtool("test", "rules", RECORDING_TESTS)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_recording_unit_tests_catch_a_broken_rule(tmp_path: Path) -> None:
+    """Counting the never-synced branches' age (0: 1970) must make the unit tests fail."""
+    rules = queries.RECORDING.read_text()
+    broken = rules.replace("(synch_last_sync_success_timestamp_seconds{job=\"synch\"} > 0)",
+                           "synch_last_sync_success_timestamp_seconds{job=\"synch\"}")  # fmt: skip
+    assert broken != rules
+    (tmp_path / "synch.recording.yml").write_text(broken)
+    shutil.copy(RECORDING_TESTS, tmp_path / RECORDING_TESTS.name)
+    result = promtool("test", "rules", tmp_path / RECORDING_TESTS.name)
+    assert result.returncode != 0
+    assert "synch:sync_age_seconds:quantile" in result.stdout + result.stderr
+
+
+def test_every_recorded_series_is_tested() -> None:
+    tested = {
+        case["expr"]
+        for test in yaml.safe_load(RECORDING_TESTS.read_text())["tests"]
+        for case in test.get("promql_expr_test", [])
+    }
+    assert queries.recorded_names() <= tested
+
+
+def test_recording_rules_use_only_exported_metrics() -> None:
+    exported = exported_metric_names() | PROMETHEUS_METRICS | queries.recorded_names()
+    for name, expr in queries.recording_rules():
+        used = {metric for metric, _ in selectors(expr)}
+        assert used, name
+        assert used - exported == set(), name
+        assert name.startswith("synch:") and name.count(":") == 2, name  # level:metric:operation
+
+
+def test_example_scrape_config_loads_both_rule_files() -> None:
+    config = yaml.safe_load((GRAFANA / "prometheus.example.yml").read_text())
+    assert config["rule_files"] == ["alerts/synch.rules.yml", "recording/synch.recording.yml"]

@@ -46,6 +46,7 @@ PURE = (
     "synch.sync.outcome",
     "synch.sync.stages",
     "synch.sync.fetch",
+    "synch.sync.schedule",
     "synch.dialplan.generate",
     "synch.dialplan.voicemail",
 )

@@ -270,6 +270,12 @@ def test_defaults_of_a_minimal_file() -> None:
     assert s.probe_timeout == 4.0
 
 
+def test_sync_jitter() -> None:
+    assert parse().syncmanager.jitter == 60.0
+    assert parse(syncmanager={"jitter": 0}).syncmanager.jitter == 0.0
+    assert parse(syncmanager={"Jitter": "2.5"}).syncmanager.jitter == 2.5
+
+
 def test_null_means_not_set() -> None:
     s = parse(probemonitor={"interval": None}, servicecontrol={"admintoken": None})
     assert s.probemonitor.interval == 5.0
@@ -374,6 +380,8 @@ BAD_VALUES = [
     ("syncmanager", "maxremovepercent", 101, "at most 100"),
     ("syncmanager", "maxremovepercent", -1, "at least 0"),
     ("syncmanager", "fullcheckevery", 0, "from 1"),
+    ("syncmanager", "jitter", -1, "at least 0"),
+    ("syncmanager", "jitter", "soon", "must be a number"),
     ("dnsservice", "listenaddress", "sip.example.local", "IP address"),
     ("dnsservice", "port", 0, "from 1 to 65535"),
     ("dnsservice", "domain", "-bad.example", "DNS name"),

@@ -158,3 +158,25 @@ def test_contact_mirroring_is_told() -> None:
     )
     quiet = "\n".join(describe(details(ContactMirror={"Phones": None})))
     assert "contacts" not in quiet and "None" not in quiet
+
+
+def test_a_retry_after_failures_of_the_central_and_the_sync_after_its_return() -> None:
+    failed = {"Result": "failed", "Reason": "central pjsip.endpoint.conf: no answer within 4 s",
+              "Timestamp": "20261129115900"}  # fmt: skip
+    lines = describe(details(
+        LastSync=failed, NextSync={"Timestamp": "20261129120200", "In": 120.4, "Why": "retry"},
+        SyncRetry={"Failures": 3, "Delay": 120.4},
+    ))  # fmt: skip
+    assert lines[2] == (
+        "Last sync 1 min ago: failed: central pjsip.endpoint.conf: no answer within 4 s. "
+        "The central failed the last 3 syncs: next try in 2 min."
+    )
+    once = describe(details(
+        LastSync=failed, NextSync={"In": 20, "Why": "retry"}, SyncRetry={"Failures": 1},
+    ))  # fmt: skip
+    assert once[2].endswith("The central failed it: next try in 20 s.")
+    back = describe(details(NextSync={"In": 42.0, "Why": "central back"}, SyncRetry=None))
+    assert back[2].endswith("57 accounts, commit 3f2a1b9c0d). The central is back: next sync in "
+                            "42 s.")  # fmt: skip
+    scheduled = describe(details(NextSync={"In": 280.0, "Why": "scheduled"}))
+    assert scheduled[2].endswith("commit 3f2a1b9c0d).")

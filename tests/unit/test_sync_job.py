@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from synch.ami import AmiReply, AmiResponseError
+from synch.ami import AmiReply, AmiResponseError, AmiTransportError
 from synch.config import AmiSettings, Settings, SyncManagerSettings
 from synch.sync import job as job_module
 from synch.sync.conftext import parse_conf_text
@@ -222,6 +222,35 @@ def test_unchanged_central_is_not_fetched_once_its_mark_is_confirmed(
     assert job.run(force=True).result == "unchanged"  # force and full always fetch
 
 
+def test_the_daemons_cycle_waits_out_the_second_of_a_new_mark_and_fetches_once(
+    tmp_path: Path, central: FakeCentral, branch: FakeBranch
+) -> None:
+    """After a reload (or a restart) of the central, one full fetch per branch, not two."""
+    clock = Clock()
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.now += seconds
+
+    settings = make_job(tmp_path, central, branch).settings
+    job = SyncJob(settings, central, branch, clock=clock, sleep=sleep)  # type: ignore[arg-type]
+    assert job.run(settle=True).result == "applied"
+    assert slept == [1.0]
+    fetched = central.calls["GetConfig"]
+    assert job.run(settle=True).result == "skipped"  # confirmed by the first fetch
+    assert central.calls["GetConfig"] == fetched and slept == [1.0]
+    clock.now += 300
+    central.reload("10:05:00")
+    assert job.run(settle=True).result == "unchanged"
+    assert job.run(settle=True).result == "skipped"
+    assert central.calls["GetConfig"] == 2 * fetched and slept == [1.0, 1.0]
+    clock.now += 0.4
+    central.reload("10:06:00")
+    job.run(settle=True)
+    assert slept[-1] == pytest.approx(1.0)  # counted from the moment this mark was first seen
+
+
 def test_guard_refuses_losing_the_sites_users_until_forced(
     tmp_path: Path, central: FakeCentral, branch: FakeBranch
 ) -> None:
@@ -319,6 +348,36 @@ def test_refused_reload_keeps_the_file_and_is_retried_even_after_a_restart(
     assert branch.reloads == ["res_pjsip.so"] and not restarted.store.reload_owed
     assert restarted.run(full=True).result == "unchanged"
     assert branch.reloads == ["res_pjsip.so"]  # nothing owed any more
+
+
+def test_only_failures_of_the_central_are_marked_as_such(
+    tmp_path: Path, central: FakeCentral, branch: FakeBranch
+) -> None:
+    """The schedule backs off after the central's failures only (synch.sync.schedule)."""
+    job = make_job(tmp_path, central, branch)
+    refused = central.files.pop("pjsip.aor.conf")  # GetConfig answers an error
+    outcome = job.run()
+    assert outcome.result == "failed" and outcome.central_failed
+    assert outcome.reason.startswith("central pjsip.aor.conf: GetConfig refused")
+    central.files["pjsip.aor.conf"] = refused
+
+    def no_answer(*_: object, **__: object) -> AmiReply:
+        raise AmiTransportError("central AMI 10.0.0.254:5038: no answer within 4 s (waiting)")
+
+    central.action = no_answer  # type: ignore[method-assign]
+    outcome = job.run()
+    assert outcome.result == "failed" and outcome.central_failed
+    assert "no answer within 4 s" in outcome.reason
+    del central.action
+    branch.refuse = "Permission denied"  # the branch's reload: not the central's doing
+    outcome = job.run()
+    assert outcome.result == "failed" and not outcome.central_failed
+    central.headers["pjsip.endpoint.conf"] = [
+        ("Category-000000", "1001]\n[evil"), ("Line-000000-000000", "type=endpoint"),
+        ("Line-000000-000001", "accountcode=HeadOffice"),
+    ]
+    outcome = make_job(tmp_path / "other", central, branch).run()
+    assert outcome.result == "failed" and not outcome.central_failed  # refused content
 
 
 def test_sip_mode_reports_the_missing_chan_sip(tmp_path: Path, branch: FakeBranch) -> None:
