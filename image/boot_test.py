@@ -56,6 +56,9 @@ def site_settings(ami_port: int, ami_secret: str) -> dict[str, Any]:
     return {
         "amiremote": {"hostname": CENTRAL_IN_GUEST, "port": ami_port, "password": ami_secret},
         "amilocal": {"password": "set-at-first-boot"},
+        # The lab central's SIP listens on a port of its own on the host, not at targetnormal's
+        # 5060 where the SIP probe asks: probe it over AMI only, or it would never be Stable.
+        "probemonitor": {"siptransports": []},
         "syncmanager": {"mode": "pjsip", "filtervalue": "^HeadOffice$", "interval": 60},
         "dnsservice": {
             "domain": DOMAIN,
