@@ -20,7 +20,7 @@ Prints one `name=value` line per figure on stdout (progress and context on stder
   tests/e2e/test_real_phones.py on the namespace bed: a WAN cut, a call across the restore, the
   restore; the test run prints the same figures (about 3 minutes).
 - fleet_*: not run by default (`--only fleet`, about 4 minutes): bench/fleet.py with
-  `--fleet-branches` branches (20) and short windows; the N=50/200/500 figures of the README
+  `--fleet-branches` branches (20) and short windows; the N=50/200/500 figures
   come from `python -m bench.fleet --branches 50,200,500` (about 30 minutes).
 
     python -m bench                       # everything, about 4-5 minutes
