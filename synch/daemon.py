@@ -33,7 +33,7 @@ from synch.services.branch import BranchCheck
 from synch.services.failover import FailoverOverlay
 from synch.services.probing import ProbeService
 from synch.services.status import StatusBoard
-from synch.services.syncing import SyncService, make_sync_job
+from synch.services.syncing import SESSION_IDLE_CLOSE, SyncService, make_sync_job
 from synch.services.watchdog import Watchdog
 from synch.states import Monitor, Service
 
@@ -54,10 +54,11 @@ class Daemon:
         self._group = gevent.pool.Group()
         self._notifier = Notifier()
         ar = settings.amiremote
-        # Separate sessions: a big GetConfig must never delay a probe.
+        # Separate sessions: a big GetConfig must never delay a probe. The sync's is closed
+        # between uses (SESSION_IDLE_CLOSE): a central serves hundreds of branches.
         self._clients = (
             client_for(ar, name="central", timeout=settings.probe_timeout),
-            client_for(ar, name="central"),
+            client_for(ar, name="central", idle_close=SESSION_IDLE_CLOSE),
             client_for(settings.amilocal, name="branch"),
         )
         probe_client, sync_client, branch_client = self._clients
