@@ -20,7 +20,8 @@ Phases, for each N (one central for all; the workers are new for each N):
    s (a fleet switched on within two minutes), until every branch is Synced.
 2. **background**: the probes (AMI Ping + SIP OPTIONS every 5 s) and the contacts look
    (PJSIPShowContacts every 120 s) only, no sync due, for `--window` s: the central's CPU and
-   the AMI bytes, in real time.
+   the AMI bytes, in real time. Then the same with every branch's sync session held open, as
+   synch did before it closed it between uses (`SESSION_IDLE_CLOSE`).
 3. **full fetch**: `--fulls` full cycles one after the other (CoreStatus + 3 GetConfig): the
    central's CPU (less the background) and the bytes per full fetch.
 4. **cheap cycle**: `--cheap` ordinary cycles in a row with the central unchanged (one
@@ -379,6 +380,15 @@ class Run:
                                                / self.n * 3600 / self.opts.window)  # fmt: skip
         say(f"[N={self.n}] background: central {central:.3f} cores, branches {worker:.3f}, "
             f"{f['bg_bytes_per_s'] / 1e3:.1f} kB/s, requests {counters['requests']}")  # fmt: skip
+        # The same with every branch's sync session held open, as before they were closed
+        # between uses: each open session is woken for every event the central emits.
+        held = self.workers("sessions", hold=True)
+        central, _, _ = self.window(self.opts.window)
+        self.workers("sessions", hold=False)
+        f["bg_held_central_cpu_share"] = central
+        f["bg_held_sessions"] = sum(r["connected"] for r in held)
+        say(f"[N={self.n}] background with the {f['bg_held_sessions']} sync sessions held open: "
+            f"central {central:.3f} cores")  # fmt: skip
 
     def full_fetches(self) -> None:
         count = min(self.n, self.opts.fulls)
@@ -456,6 +466,7 @@ class Run:
         f["hour_central_cpu_s"] = f["bg_central_cpu_share"] * 3600 + sync_cpu
         f["hour_central_cpu_s_sync"] = sync_cpu
         f["hour_central_cpu_s_probes"] = f["bg_central_cpu_share"] * 3600
+        f["hour_central_cpu_s_held"] = f["bg_held_central_cpu_share"] * 3600
         f["hour_cheap_cpu_s"] = n * cycles * f["cheap_central_cpu_s"]  # were all 12 cheap
         f["hour_bytes"] = f["bg_bytes_per_s"] * 3600 + sync_bytes
         f["hour_bytes_sync"] = sync_bytes
@@ -542,6 +553,7 @@ def report(results: dict[int, dict[str, Any]], opts: argparse.Namespace) -> None
     out = [row("steady state, per hour of real time", [f"N={n}" for n in ns])]
     for label, key, scale, unit in (
         ("central CPU s/h (probes + contacts)", "hour_central_cpu_s_probes", 1, ""),
+        ("  the same, sync sessions held open", "hour_central_cpu_s_held", 1, ""),
         ("central CPU s/h (sync)", "hour_central_cpu_s_sync", 1, ""),
         ("central CPU s/h (total)", "hour_central_cpu_s", 1, ""),
         ("  of one core", "hour_central_cpu_s", 100 / 3600, "%"),
