@@ -305,6 +305,13 @@ class Fleet:
                 b.sync_client.close()
         return {"connected": sum(b.sync_client.connected for b in self.branches)}
 
+    def probe_user(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Every branch's SIP probe From user (`probemonitor.sipuser`; None: the first synced
+        account, the default)."""
+        for b in self.branches:
+            b.probes._sip_user = cmd["user"]
+        return {"ok": True}
+
     def states(self) -> dict[str, Any]:
         return {
             "monitor": Counter(b.probes.monitor.state.value for b in self.branches),
@@ -405,6 +412,7 @@ def main() -> int:
         "synced_since": fleet.synced_since,
         "counters": fleet.counters,
         "sessions": fleet.sessions,
+        "probe_user": fleet.probe_user,
     }
     for line in stdin:
         cmd = json.loads(line)

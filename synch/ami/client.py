@@ -9,9 +9,9 @@ What it adds to a session (synch/ami/session.py):
 - callers are serialised: one request in flight per session;
 - login with `Events: off` (pyst2's event parser crashes on ChanVariable under Python 3);
 - with `idle_close`, a session unused for that long is closed (the next call logs in again):
-  Asterisk wakes every open manager session for every event it sends anyone, so each session
-  held open costs the central CPU in proportion to all its other sessions' traffic; a fleet of
-  branches holding an idle session each costs it quadratically;
+  Asterisk wakes every open manager session for every event it emits, so each session held
+  open costs the central CPU in proportion to everyone's traffic; a fleet of branches holding
+  an idle session each costs it quadratically;
 - a fresh dict for every action (pyst2's `send_action` default is a shared mutable dict), and
   no line break in anything sent (a value must not inject headers or actions).
 Everything becomes `AmiTransportError` (no usable answer) or `AmiResponseError` (the peer
