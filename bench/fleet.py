@@ -20,7 +20,11 @@ Phases, for each N (one central for all; the workers are new for each N):
    s (a fleet switched on within two minutes), until every branch is Synced.
 2. **background**: the probes (AMI Ping + SIP OPTIONS every 5 s) and the contacts look
    (PJSIPShowContacts every 120 s) only, no sync due, for `--window` s: the central's CPU and
-   the AMI bytes, in real time.
+   the AMI bytes, in real time; the branches' SIP probes come From an endpoint without
+   authentication (`synch-probe`, as README "Running many branches" advises). Then the same with
+   the probes From each branch's first account (the default: challenged), and that with every
+   branch's sync session held open too, as synch did before it closed it between uses
+   (`SESSION_IDLE_CLOSE`).
 3. **full fetch**: `--fulls` full cycles one after the other (CoreStatus + 3 GetConfig): the
    central's CPU (less the background) and the bytes per full fetch.
 4. **cheap cycle**: `--cheap` ordinary cycles in a row with the central unchanged (one
@@ -73,6 +77,13 @@ PER_SITE = 20
 REAL_INTERVAL = 300.0
 FULL_EVERY = 12  # fullcheckevery's default: one full fetch in 12 cycles
 DEFAULT_JITTER = 60.0
+# An endpoint without authentication for the branches' SIP probes (README "Running many
+# branches"): an OPTIONS from an endpoint that authenticates is challenged, and each challenge
+# is a security event that Asterisk wakes every AMI session for.
+PROBE_USER = "synch-probe"
+PROBE_ENDPOINT = (
+    f"\n[{PROBE_USER}]\ntype=endpoint\ncontext={PROBE_USER}\ndisallow=all\nallow=ulaw\n"
+)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -275,10 +286,12 @@ def merge_synced(replies: list[dict[str, Any]]) -> dict[str, Any]:
 
 def branch_settings(central: Any) -> dict[str, Any]:
     """What every branch shares (its filter and directory are set per branch): the defaults,
-    but for the addresses, and no periodic full fetch (measured apart, composed per hour)."""
+    but for the addresses, the probes' From user (the central's endpoint without
+    authentication) and no periodic full fetch (measured apart, composed per hour)."""
     return {
         "loglevel": {"default": "warning"},
-        "probemonitor": {"siptransports": ["udp"], "sipport": central.sip_port},
+        "probemonitor": {"siptransports": ["udp"], "sipport": central.sip_port,
+                         "sipuser": PROBE_USER},
         "amiremote": {"hostname": central.ami_host, "port": central.ami_port,
                       "username": central.ami_user, "password": central.ami_secret},
         "amilocal": {"username": "branch", "password": "unused-stand-in"},
@@ -379,6 +392,23 @@ class Run:
                                                / self.n * 3600 / self.opts.window)  # fmt: skip
         say(f"[N={self.n}] background: central {central:.3f} cores, branches {worker:.3f}, "
             f"{f['bg_bytes_per_s'] / 1e3:.1f} kB/s, requests {counters['requests']}")  # fmt: skip
+        # The SIP probes From the branch's first account (the default): each is challenged, a
+        # security event for which Asterisk wakes every AMI session.
+        self.workers("probe_user", user=None)
+        central, _, _ = self.window(self.opts.window)
+        f["bg_account_central_cpu_share"] = central
+        say(f"[N={self.n}] background, probes From the branch's account: central "
+            f"{central:.3f} cores")  # fmt: skip
+        # And every branch's sync session held open, as synch did before it closed it between
+        # uses: one more session to wake per branch.
+        held = self.workers("sessions", hold=True)
+        central, _, _ = self.window(self.opts.window)
+        self.workers("sessions", hold=False)
+        self.workers("probe_user", user=PROBE_USER)
+        f["bg_held_central_cpu_share"] = central
+        f["bg_held_sessions"] = sum(r["connected"] for r in held)
+        say(f"[N={self.n}] background, probes From the branch's account, the "
+            f"{f['bg_held_sessions']} sync sessions held open: central {central:.3f} cores")
 
     def full_fetches(self) -> None:
         count = min(self.n, self.opts.fulls)
@@ -456,6 +486,9 @@ class Run:
         f["hour_central_cpu_s"] = f["bg_central_cpu_share"] * 3600 + sync_cpu
         f["hour_central_cpu_s_sync"] = sync_cpu
         f["hour_central_cpu_s_probes"] = f["bg_central_cpu_share"] * 3600
+        f["hour_central_cpu_s_account"] = f["bg_account_central_cpu_share"] * 3600
+        f["hour_central_cpu_s_held"] = f["bg_held_central_cpu_share"] * 3600
+        f["hour_central_cpu_s_before"] = f["hour_central_cpu_s_held"] + sync_cpu
         f["hour_cheap_cpu_s"] = n * cycles * f["cheap_central_cpu_s"]  # were all 12 cheap
         f["hour_bytes"] = f["bg_bytes_per_s"] * 3600 + sync_bytes
         f["hour_bytes_sync"] = sync_bytes
@@ -541,10 +574,14 @@ def report(results: dict[int, dict[str, Any]], opts: argparse.Namespace) -> None
 
     out = [row("steady state, per hour of real time", [f"N={n}" for n in ns])]
     for label, key, scale, unit in (
-        ("central CPU s/h (probes + contacts)", "hour_central_cpu_s_probes", 1, ""),
-        ("central CPU s/h (sync)", "hour_central_cpu_s_sync", 1, ""),
-        ("central CPU s/h (total)", "hour_central_cpu_s", 1, ""),
+        ("central CPU s/h: probes + contacts", "hour_central_cpu_s_probes", 1, ""),
+        ("  probes From the branch's account", "hour_central_cpu_s_account", 1, ""),
+        ("  and the sync sessions held open", "hour_central_cpu_s_held", 1, ""),
+        ("central CPU s/h: sync", "hour_central_cpu_s_sync", 1, ""),
+        ("central CPU s/h: total", "hour_central_cpu_s", 1, ""),
         ("  of one core", "hour_central_cpu_s", 100 / 3600, "%"),
+        ("  before (account, sessions held)", "hour_central_cpu_s_before", 1, ""),
+        ("    of one core", "hour_central_cpu_s_before", 100 / 3600, "%"),
         ("AMI MB/h (probes + contacts)", "hour_bytes_probes", 1e-6, ""),
         ("AMI MB/h (sync)", "hour_bytes_sync", 1e-6, ""),
         ("AMI MB/h (total)", "hour_bytes", 1e-6, ""),
@@ -628,7 +665,9 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     started = time.monotonic()
-    central = new_instance("fleet-central", configs=freepbx_pjsip(central_sites(opts.extensions)))
+    configs = freepbx_pjsip(central_sites(opts.extensions))
+    configs["pjsip.endpoint.conf"] += PROBE_ENDPOINT
+    central = new_instance("fleet-central", configs=configs)
     worker_pids: list[int] = []
     sampler = CpuSampler(
         lambda: {"central": [central.pid] if central.pid else [], "worker": list(worker_pids)}

@@ -39,6 +39,7 @@ import gevent  # noqa: E402
 import gevent.event  # noqa: E402
 from gevent.fileobject import FileObjectPosix  # noqa: E402
 
+from synch.ami import core_status  # noqa: E402
 from synch.ami import session as ami_session  # noqa: E402
 from synch.ami.client import AmiClient  # noqa: E402
 from synch.ami.message import AmiReply  # noqa: E402
@@ -47,7 +48,7 @@ from synch.metrics import Metrics  # noqa: E402
 from synch.probe import ProbeResult, ProbeRound  # noqa: E402
 from synch.services.failover import FailoverOverlay  # noqa: E402
 from synch.services.probing import ProbeService  # noqa: E402
-from synch.services.syncing import SyncService, make_sync_job  # noqa: E402
+from synch.services.syncing import SESSION_IDLE_CLOSE, SyncService, make_sync_job  # noqa: E402
 from synch.states import Monitor  # noqa: E402
 from synch.sync.outcome import Outcome  # noqa: E402
 from synch.sync.schedule import Plan, Trigger  # noqa: E402
@@ -181,16 +182,22 @@ class RecordingSync(SyncService):
 
 
 class Branch:
-    def __init__(self, index: int, settings: Settings, seed: int):
+    def __init__(self, index: int, settings: Settings, seed: int, keep_sessions: bool = False):
         self.index = index
         self.metrics = Metrics()
         ar = settings.amiremote
 
-        def client(timeout: float) -> CountedClient:
-            return CountedClient(ar.hostname, ar.port, ar.username, ar.password,
-                                 timeout=timeout, name="central")  # fmt: skip
+        def client(timeout: float, idle_close: float | None = None) -> CountedClient:
+            return CountedClient(
+                ar.hostname, ar.port, ar.username, ar.password,
+                timeout=timeout, name="central", idle_close=idle_close,
+            )  # fmt: skip
 
-        self.probe_client, self.sync_client = client(settings.probe_timeout), client(ar.timeout)
+        # As the daemon makes them (synch.daemon.Daemon): the probes' session stays open, the
+        # sync's closes SESSION_IDLE_CLOSE s after its last use (unless --keep-sessions).
+        idle = None if keep_sessions else SESSION_IDLE_CLOSE
+        self.probe_client = client(settings.probe_timeout)
+        self.sync_client = client(ar.timeout, idle)
         self.branch = FakeBranch()
         self.probes = ProbeService(settings, self.probe_client, self.metrics, self.branch)
         job = make_sync_job(settings, self.sync_client, self.branch)  # type: ignore[arg-type]
@@ -238,7 +245,9 @@ class Fleet:
             config = json.loads(json.dumps(base))
             config["syncmanager"].update(filtervalue=f"^{site}$", localconfigspath=str(directory))
             settings = parse_settings(json.dumps(config), f"<branch {index}>")
-            self.branches.append(Branch(index, settings, cmd["seed"]))
+            self.branches.append(
+                Branch(index, settings, cmd["seed"], cmd.get("keep_sessions", False))
+            )
         return {"branches": len(self.branches), "seconds": time.monotonic() - started}
 
     def _spawn_spread(self, run: Any, spread: float) -> None:
@@ -281,6 +290,26 @@ class Fleet:
                 wait = s.interval if replan == "later" else self.rng.uniform(0, s.interval)
                 s.plan = Plan(time.monotonic() + wait, Trigger.SCHEDULED)
                 b.sync._changed.set()
+        return {"ok": True}
+
+    def sessions(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """`hold`: every branch's sync session opened and held open, as synch did before it
+        closed them between uses; else back to the daemon's way (closed when idle)."""
+        hold = bool(cmd["hold"])
+        for b in self.branches:
+            b.sync_client.idle_close = None if hold else SESSION_IDLE_CLOSE
+        if hold:
+            gevent.joinall([gevent.spawn(core_status, b.sync_client) for b in self.branches])
+        else:
+            for b in self.branches:
+                b.sync_client.close()
+        return {"connected": sum(b.sync_client.connected for b in self.branches)}
+
+    def probe_user(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Every branch's SIP probe From user (`probemonitor.sipuser`; None: the first synced
+        account, the default)."""
+        for b in self.branches:
+            b.probes._sip_user = cmd["user"]
         return {"ok": True}
 
     def states(self) -> dict[str, Any]:
@@ -382,6 +411,8 @@ def main() -> int:
         "fulls": fleet.fulls,
         "synced_since": fleet.synced_since,
         "counters": fleet.counters,
+        "sessions": fleet.sessions,
+        "probe_user": fleet.probe_user,
     }
     for line in stdin:
         cmd = json.loads(line)

@@ -34,7 +34,7 @@ from synch.services.budget import BudgetService
 from synch.services.failover import FailoverOverlay
 from synch.services.probing import ProbeService
 from synch.services.status import StatusBoard
-from synch.services.syncing import SyncService, make_sync_job
+from synch.services.syncing import SESSION_IDLE_CLOSE, SyncService, make_sync_job
 from synch.services.watchdog import Watchdog
 from synch.states import Monitor, Service
 
@@ -55,10 +55,10 @@ class Daemon:
         self._group = gevent.pool.Group()
         self._notifier = Notifier()
         ar = settings.amiremote
-        # Separate sessions: a big GetConfig must never delay a probe.
+        # Separate sessions: a big GetConfig never delays a probe; the sync's closes when idle.
         self._clients = (
             client_for(ar, name="central", timeout=settings.probe_timeout),
-            client_for(ar, name="central"),
+            client_for(ar, name="central", idle_close=SESSION_IDLE_CLOSE),
             client_for(settings.amilocal, name="branch"),
         )
         probe_client, sync_client, branch_client = self._clients

@@ -8,6 +8,10 @@ What it adds to a session (synch/ami/session.py):
   one. Each request carries its own ActionID (`synch-N`, never reused by this client);
 - callers are serialised: one request in flight per session;
 - login with `Events: off` (pyst2's event parser crashes on ChanVariable under Python 3);
+- with `idle_close`, a session unused for that long is closed (the next call logs in again):
+  Asterisk wakes every open manager session for every event it emits, so each session held
+  open costs the central CPU in proportion to everyone's traffic; a fleet of branches holding
+  an idle session each costs it quadratically;
 - a fresh dict for every action (pyst2's `send_action` default is a shared mutable dict), and
   no line break in anything sent (a value must not inject headers or actions).
 Everything becomes `AmiTransportError` (no usable answer) or `AmiResponseError` (the peer
@@ -85,6 +89,7 @@ class AmiClient:
         name: str = "central",
         max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
         cap_setting: str = "maxreplymb",
+        idle_close: float | None = None,
     ):
         if timeout <= 0:
             raise ValueError(f"AMI timeout must be positive, not {timeout}")
@@ -100,9 +105,14 @@ class AmiClient:
         self.name = name
         self.max_reply_bytes = max_reply_bytes
         self.cap_setting = cap_setting
+        if idle_close is not None and idle_close <= 0:
+            raise ValueError(f"idle_close must be positive, not {idle_close}")
+        self.idle_close = idle_close
         self._lock = gevent.lock.BoundedSemaphore(1)
         self._session: _Session | None = None
         self._ids = itertools.count(1)
+        self._last_used = 0.0  # monotonic time the last call ended
+        self._reaper: gevent.Greenlet[Any, None] | None = None
 
     def __repr__(self) -> str:
         return f"AmiClient({self.name} {self._where})"
@@ -153,6 +163,7 @@ class AmiClient:
             ) from None
         finally:
             timer.close()
+            self._used()
         if not reply.ok:
             raise self._response_error(action, reply)
         return reply
@@ -163,8 +174,35 @@ class AmiClient:
 
     def close(self) -> None:
         """Drop the session without waiting for anything (no Logoff)."""
+        reaper, self._reaper = self._reaper, None
+        if reaper is not None and reaper is not gevent.getcurrent():
+            reaper.kill(block=False)
         session, self._session = self._session, None
         self._drop(session)
+
+    # -- closing an idle session --------------------------------------------------------
+
+    def _used(self) -> None:
+        """A call ended: with `idle_close`, close the session once that long has passed
+        without another."""
+        self._last_used = time.monotonic()
+        if self.idle_close is not None and (self._reaper is None or self._reaper.dead):
+            self._reaper = gevent.spawn_later(self.idle_close, self._reap)
+
+    def _reap(self) -> None:
+        assert self.idle_close is not None
+        idle = time.monotonic() - self._last_used
+        if idle < self.idle_close or not self._lock.acquire(blocking=False):
+            # Used since (or in use now): look again when it will have been idle long enough.
+            wait = max(self.idle_close - idle, 0.05)
+            self._reaper = gevent.spawn_later(wait, self._reap)
+            return
+        try:
+            session, self._session = self._session, None
+            self._drop(session)
+        finally:
+            self._lock.release()
+        self._reaper = None
 
     # -- internals; the caller holds the lock and the deadline --------------------------
 
@@ -228,7 +266,9 @@ class AmiClient:
 _SECTIONS = {"central": "amiremote", "branch": "amilocal"}
 
 
-def client_for(ami: AmiSettings, *, name: str, timeout: float | None = None) -> AmiClient:
+def client_for(
+    ami: AmiSettings, *, name: str, timeout: float | None = None, idle_close: float | None = None
+) -> AmiClient:
     """A client for an `amiremote` ("central") or `amilocal` ("branch") section (its own
     timeout unless given)."""
     return AmiClient(
@@ -242,4 +282,5 @@ def client_for(ami: AmiSettings, *, name: str, timeout: float | None = None) -> 
         name=name,
         max_reply_bytes=ami.maxreplymb * 1024 * 1024,
         cap_setting=f"{_SECTIONS.get(name, 'ami')}.maxreplymb",
+        idle_close=idle_close,
     )

@@ -28,6 +28,13 @@ from synch.timestamps import local_stamp
 
 log = logging.getLogger("synch")
 
+# Seconds after its last use that the sync's AMI session to the central is closed (the probes
+# keep theirs): Asterisk wakes every open manager session for each event it emits (about 30 µs
+# of its CPU each time), so an idle session per branch costs a central of N branches in
+# proportion to N² (README "Running many branches"). A cycle's requests follow each other
+# closer than this (the longest gap: waiting out the second of a new reload mark).
+SESSION_IDLE_CLOSE = 2.0
+
 
 def make_sync_job(settings: Settings, central: AmiClient, branch: AmiClient) -> SyncJob:
     """The sync job with every stage it runs (the daemon's and the CLI's are the same)."""

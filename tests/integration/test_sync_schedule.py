@@ -1,10 +1,12 @@
 """`synch run` against a real central Asterisk 22: when the sync runs after the central comes
 back (within `syncmanager.jitter`, at the time GetDetails planned, never before the return), and
 how it retries against a central that refuses (growing delays, read from GetDetails, ended by the
-first success). Ordering and states are asserted, never speed."""
+first success); and that the sync's AMI session to the central is closed between uses.
+Ordering and states are asserted, never speed."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ from lab.dnsmasq import Dnsmasq
 from lab.samples import central_configs
 from lab.synchproc import SynchProcess, synch_for
 from lab.wait import wait_until
+from synch.services.syncing import SESSION_IDLE_CLOSE
 
 pytestmark = pytest.mark.asterisk
 
@@ -137,3 +140,32 @@ def test_a_refusing_central_gets_growing_retry_delays_until_it_answers(
     assert synced["SyncRetry"] is None and synced["NextSync"]["Why"] == "scheduled"
     assert synced["LastSync"]["Why"] == "retry"
     assert metric(synch, "synch_sync_backoff_seconds") == 0
+
+
+def manager_sessions(central: AsteriskInstance) -> int:
+    """AMI sessions open at the central (`manager show connected`)."""
+    out = central.cli("manager show connected")
+    match = re.search(r"(\d+) users? connected", out)
+    assert match, out
+    return int(match.group(1))
+
+
+def test_the_sync_session_is_closed_between_uses(
+    tmp_path: Path, asterisk_factory: Callable[..., AsteriskInstance], upstream: Dnsmasq,
+    synchs: list[SynchProcess],
+) -> None:  # fmt: skip
+    """Asterisk wakes every manager session for each event it emits: synch keeps only its
+    probes' session open to the central, and opens the sync's when a cycle needs it."""
+    central = asterisk_factory("sched-sessions", configs=central_configs())
+    # This lab synch reloads the central itself as its branch: that session stays open too.
+    synch = synch_for(tmp_path, central, upstream.port).start()
+    synchs.append(synch)
+    details_when(synch, 30, lambda d: d["Sync"] == "Synced" and d["Monitor"] == "Stable",
+                 "Synced and Stable")  # fmt: skip
+    wait_until(lambda: manager_sessions(central) == 2, SESSION_IDLE_CLOSE + 20, interval=0.5,
+               message="the sync's session closed once idle: the probes' and the branch's left")
+    assert synch.admin("Sync")["ok"] is True
+    assert manager_sessions(central) == 3  # opened for the cycle...
+    wait_until(lambda: manager_sessions(central) == 2, SESSION_IDLE_CLOSE + 20, interval=0.5,
+               message="...and closed again")  # fmt: skip
+    assert synch.status()["Sync"] == "Synced"

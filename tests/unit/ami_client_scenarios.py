@@ -161,6 +161,30 @@ def probes(host: str, port: int, args: Any) -> Out:
     }
 
 
+def idle_close(host: str, port: int, args: Any) -> Out:
+    """`idle_close` 0.3 s: the session stays while used, closes once idle that long (never
+    under a call in progress: a Ping the peer answers after 0.5 s), and the next call logs in
+    again."""
+    c = client(host, port, timeout=5, idle_close=0.3)
+    out: Out = {"first": attempt(lambda: core_status(c))}
+    for n in range(3):  # used every 0.15 s: never idle for 0.3 s
+        gevent.sleep(0.15)
+        out[f"kept {n}"] = c.connected
+        core_status(c)
+    started = time.monotonic()
+    while c.connected and time.monotonic() - started < 5:
+        gevent.sleep(0.02)
+    out["closed"] = not c.connected
+    out["idle"] = time.monotonic() - started
+    out["slow"] = attempt(c.ping)  # answered after 0.5 s, longer than idle_close
+    out["after slow"] = c.connected
+    while c.connected and time.monotonic() - started < 10:
+        gevent.sleep(0.02)
+    out["again"] = attempt(lambda: core_status(c))
+    c.close()
+    return out
+
+
 def step(value: object) -> None:
     """Report `value` to the test and wait until it says go (see fake_ami.ScenarioScript)."""
     print(json.dumps(value, default=repr), flush=True)

@@ -33,7 +33,15 @@ from tests.unit.ami_transcripts import (
     unsolicited_answers,
     unsolicited_events,
 )
-from tests.unit.fake_ami import FakeAction, FakeAmi, FakeConnection, Handler, run_scenario
+from tests.unit.fake_ami import (
+    AsteriskBehaviour,
+    FakeAction,
+    FakeAmi,
+    FakeConnection,
+    Handler,
+    run_scenario,
+    serve_asterisk,
+)
 
 TIMEOUT_SLACK = 5.0  # generous upper bound: catches "blocks forever", not slowness
 
@@ -395,3 +403,22 @@ def test_tls_checks_the_hostname(tmp_path: Path) -> None:
         out = run_scenario(scenarios.ping_once, fake.port, {"tls": True, "cafile": str(cert)})
     assert out["ping"]["type"] == "AmiTransportError"
     assert "mismatch" in out["ping"]["error"]
+
+
+def test_idle_session_is_closed_and_the_next_call_logs_in_again() -> None:
+    behaviour = AsteriskBehaviour(delay={"ping": 0.5})
+    with FakeAmi(lambda conn: serve_asterisk(conn, behaviour)) as fake:
+        out = run_scenario(scenarios.idle_close, fake.port)
+        assert out["first"]["ok"] and all(out[f"kept {n}"] for n in range(3))
+        assert out["closed"] and 0.1 <= out["idle"] < TIMEOUT_SLACK
+        assert out["slow"]["ok"], out["slow"]  # not closed under the call
+        assert out["after slow"] is True
+        assert out["again"]["ok"]
+        # first session, the one for the slow Ping, the one after it closed again
+        assert fake.connections == 3
+        assert len(fake.actions_named("Login")) == 3
+
+
+def test_idle_close_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="idle_close"):
+        AmiClient("127.0.0.1", 5038, "synch", "x", timeout=1, idle_close=0)
