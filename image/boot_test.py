@@ -305,7 +305,7 @@ def deb_version(deb: Path) -> str:
 
 def upgrade_checks(guest: Guest, ports: dict[str, int], c: Checks, version: str) -> None:
     """Update synch the README's way and check what the update keeps."""
-    git_log = "runuser -u asterisk -- env HOME=/tmp git -C /etc/asterisk log --format=%H"
+    git_log = "runuser -u asterisk -- env HOME=/tmp git --no-pager -C /etc/asterisk log --format=%H"
     settings = "sha256sum /etc/synch/appsettings.json; stat -c %a:%U /etc/synch/appsettings.json"
     old_settings = guest.sh(settings)[1]
     old_history = guest.sh(git_log)[1]
