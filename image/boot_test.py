@@ -322,6 +322,8 @@ def upgrade_checks(guest: Guest, ports: dict[str, int], c: Checks, version: str)
     c.check("apt install of the later package", install)
     c.check("package version after the update",
             lambda: guest.sh("dpkg-query -W -f='${Version}' synch")[1] == version)
+    c.check("synch-appliance kept by the update of synch alone", lambda: guest.sh(
+        "dpkg-query -W -f='${Status}' synch-appliance")[1] == "install ok installed")
     c.check("settings, owner and mode kept by the update",
             lambda: guest.sh(settings)[1] == old_settings)
 

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Build the flashable arm64 synch image by running pi-gen-stage/ on a Debian trixie base:
 #   1. base root filesystem (debootstrap + qemu-user-static), cached in $CACHE_DIR
-#   2. the synch stage exactly as pi-gen runs it (image/run-stage.sh)
+#   2. the synch stage exactly as pi-gen runs it (image/run-stage.sh); the root filesystem
+#      after its Asterisk sub-stages is cached in $CACHE_DIR too
 #   3. raw disk image: FAT boot + ext4 root (image/assemble.sh)
 #   4. xz for flashing
 # Usage: image/build.sh [OUT_DIR]   (default image/out; needs `make stage-files` first)
@@ -40,10 +41,26 @@ export ROOTFS_DIR
 chroot_umount "$ROOTFS_DIR" 2>/dev/null || true
 rm -rf --one-file-system "$work"
 mkdir -p "$ROOTFS_DIR"
-progress "unpack base"
-tar --numeric-owner --xattrs --acls -C "$ROOTFS_DIR" -xf "$base"
-progress "stage: $STAGE"
-"$HERE/run-stage.sh" "$STAGE" "$ROOTFS_DIR"
+# The sub-stages before 02-synch (Asterisk from sid: ~8 min under emulation) do not depend on
+# synch: their result is cached as a layer over the base, keyed on the base and their files.
+layer_key="$( { echo "$base"; cat "$HERE/run-stage.sh" "$HERE/lib.sh" "$STAGE/prerun.sh";
+	find "$STAGE"/0[01]-* -type f -print0 | sort -z | xargs -0 sha256sum; } |
+	sha256sum | cut -c1-12)"
+layer="$CACHE_DIR/layer-asterisk-$layer_key.tar"
+if [ -s "$layer" ]; then
+	progress "unpack cached layer $layer"
+	tar --numeric-owner --xattrs --acls -C "$ROOTFS_DIR" -xf "$layer"
+else
+	progress "unpack base"
+	tar --numeric-owner --xattrs --acls -C "$ROOTFS_DIR" -xf "$base"
+	progress "stage: $STAGE (00, 01: the Asterisk layer)"
+	"$HERE/run-stage.sh" "$STAGE" "$ROOTFS_DIR" 00 01-~
+	rm -f "$CACHE_DIR"/layer-asterisk-*.tar
+	tar --numeric-owner --xattrs --acls -C "$ROOTFS_DIR" -cf "$layer.part" . && mv "$layer.part" "$layer"
+	progress "cached the Asterisk layer: $layer"
+fi
+progress "stage: $STAGE (02 on)"
+"$HERE/run-stage.sh" "$STAGE" "$ROOTFS_DIR" 02
 # The build host's resolver was copied in for the package downloads; the device gets its own
 # from DHCP (as pi-gen's export-image resets it).
 printf '# set from DHCP at boot\n' >"$ROOTFS_DIR/etc/resolv.conf"

@@ -5,7 +5,9 @@
 # i-run-chroot.sh (fed to bash -e inside the root). SKIP files are honoured; patches are
 # not supported (the synch stage has none) and stop the run rather than being ignored.
 #
-# Usage: image/run-stage.sh STAGE_DIR ROOTFS_DIR
+# Usage: image/run-stage.sh STAGE_DIR ROOTFS_DIR [FIRST [LAST]]
+#   FIRST/LAST: run only the sub-stages whose names sort between them (image/build.sh caches
+#   the root filesystem after the sub-stages that do not install synch).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=image/lib.sh
@@ -13,6 +15,8 @@ source "$HERE/lib.sh"
 
 STAGE_DIR="$(realpath "${1:?stage directory}")"
 ROOTFS_DIR="$(realpath "${2:?root filesystem}")"
+FIRST="${3:-}"
+LAST="${4:-}"
 # What pi-gen exports to stage scripts (those the synch stage or its neighbours read).
 export STAGE_DIR ROOTFS_DIR RELEASE
 export STAGE="$(basename "$STAGE_DIR")"
@@ -82,7 +86,10 @@ if [ -x prerun.sh ]; then
 fi
 for sub in "$STAGE_DIR"/*/; do
 	sub="${sub%/}"
-	[ "$(basename "$sub")" != files ] || continue
+	name="$(basename "$sub")"
+	[ "$name" != files ] || continue
+	[ -z "$FIRST" ] || [[ ! "$name" < "$FIRST" ]] || continue
+	[ -z "$LAST" ] || [[ ! "$name" > "$LAST" ]] || continue
 	[ ! -f "$sub/SKIP" ] || continue
 	run_sub_stage "$sub"
 done

@@ -379,7 +379,7 @@ def build_appliance(args: argparse.Namespace, work: Path, version: str, maint: s
         "Architecture": "all",
         "Maintainer": maint,
         "Installed-Size": str(size),
-        "Depends": f"synch (= {version}), python3",
+        "Depends": f"synch (>= {version}), python3",
         "Section": "net",
         "Priority": "optional",
     }, APPLIANCE_DESCRIPTION))

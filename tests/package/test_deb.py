@@ -457,10 +457,17 @@ def test_image_stage_install(packages: Packages, deps_root: Path, tmp_path: Path
     assert stat_of(root, SETTINGS) == "600 asterisk:asterisk"
     assert (root / "usr/lib/systemd/resolved.conf.d/synch.conf").is_file()
     assert not (root / "var/tmp/synch-debs").exists()
-    # The first boot disables itself (its ExecStartPost): an update leaves it so.
+    # The first boot disables itself (its ExecStartPost): an update leaves it so, and an
+    # update of synch alone (README: "Updating synch on a running box") keeps synch-appliance.
     root.sh("systemctl disable synch-first-boot.service")
     (root / "var/log/synch-first-boot.log").write_text("first boot done\n")
-    root.sh(f"cd /var/tmp && {APT} {CONFOLD} install {put(root, v2.deb, v2.appliance)}")
+    root.sh(f"cd /var/tmp && {APT} {CONFOLD} install {put(root, v2.deb)}")
+    status = root.sh("dpkg-query -W -f='${Status} ${Version}' synch-appliance").stdout
+    kept = subprocess.run(["dpkg-deb", "-f", str(v1.appliance), "Version"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert status == f"install ok installed {kept}", status
+    assert not (root / "opt/synch/bin/pip").exists()  # made without a pip of its own
+    root.sh(f"cd /var/tmp && {APT} {CONFOLD} install {put(root, v2.appliance)}")
     assert not (wants / "synch-first-boot.service").exists()
     assert (wants / "synch.service").is_symlink()
     root.sh(f"{APT} purge synch-appliance synch")
