@@ -44,7 +44,7 @@ mkdir -p "$ROOTFS_DIR"
 # The sub-stages before 02-synch (Asterisk from sid: ~8 min under emulation) do not depend on
 # synch: their result is cached as a layer over the base, keyed on the base and their files.
 layer_key="$( { echo "$base"; cat "$HERE/run-stage.sh" "$HERE/lib.sh" "$STAGE/prerun.sh";
-	find "$STAGE"/0[01]-* -type f -print0 | sort -z | xargs -0 sha256sum; } |
+	cd "$STAGE" && find 0[01]-* -type f -print0 | sort -z | xargs -0 sha256sum; } |
 	sha256sum | cut -c1-12)"
 layer="$CACHE_DIR/layer-asterisk-$layer_key.tar"
 if [ -s "$layer" ]; then
