@@ -37,7 +37,7 @@ Phases, for each N (one central for all; the workers are new for each N):
    reloaded at most once an hour costs the same).
 6. **restart**, for each variant of the sync's timers at real time (interval 300 s, first retry
    30 s doubling to 300 s, spread ±10 %), by `--jitters`: `jitter 0` (before: every branch
-   fetches as soon as it sees the central Stable) and `jitter 60` (after, the default); the
+   fetches as soon as it sees the central Stable) and `jitter 300` (after, the default); the
    ratios are to the first. The central is stopped, every
    branch goes Failed, the central is started (`fully booted` = t0) and the figures are:
    the time from t0 until every branch has completed a sync ending Synced, the most GetConfig
@@ -76,7 +76,7 @@ SITES = 500
 PER_SITE = 20
 REAL_INTERVAL = 300.0
 FULL_EVERY = 12  # fullcheckevery's default: one full fetch in 12 cycles
-DEFAULT_JITTER = 60.0
+DEFAULT_JITTER = 300.0
 # An endpoint without authentication for the branches' SIP probes (README "Running many
 # branches"): an OPTIONS from an endpoint that authenticates is challenged, and each challenge
 # is a security event that Asterisk wakes every AMI session for.

@@ -92,8 +92,9 @@ class SyncManagerSettings:
     # a full GetConfig at least every N cycles even if CoreStatus is unchanged
     fullcheckevery: int = 12
     # the sync after the central comes back waits a random 0..jitter s (hundreds of branches
-    # must not all fetch at the moment it returns); 0: at once
-    jitter: float = 60.0
+    # must not all fetch at the moment it returns: a full fetch costs the central ~0.5 CPU s,
+    # 500 branches within 300 s are under one core); 0: at once
+    jitter: float = 300.0
 
 
 @dataclass(frozen=True)

@@ -271,7 +271,7 @@ def test_defaults_of_a_minimal_file() -> None:
 
 
 def test_sync_jitter() -> None:
-    assert parse().syncmanager.jitter == 60.0
+    assert parse().syncmanager.jitter == 300.0
     assert parse(syncmanager={"jitter": 0}).syncmanager.jitter == 0.0
     assert parse(syncmanager={"Jitter": "2.5"}).syncmanager.jitter == 2.5
 
