@@ -46,12 +46,13 @@ class FakeGuest:
 
 BEFORE = {
     "sha256sum": "abc  /etc/synch/appsettings.json\n600:asterisk",
-    "git -C /etc/asterisk log": "c2\nc1",
+    "git --no-pager -C /etc/asterisk log": "c2\nc1",
     "MainPID": "101",
-    "dpkg-query": "0.1.0-1",
+    "${Version}": "0.1.0-1",
+    "synch-appliance": "install ok installed",
     "is-active": "active",
 }
-AFTER = {"MainPID": "202", "dpkg-query": "0.1.0-1+upgrade"}
+AFTER = {"MainPID": "202", "${Version}": "0.1.0-1+upgrade"}
 
 
 def run_checks(monkeypatch: pytest.MonkeyPatch, after: dict[str, str]) -> tuple[Any, FakeGuest]:
@@ -63,19 +64,22 @@ def run_checks(monkeypatch: pytest.MonkeyPatch, after: dict[str, str]) -> tuple[
 
 
 def test_update_that_keeps_everything_passes(monkeypatch: pytest.MonkeyPatch) -> None:
-    checks, guest = run_checks(monkeypatch, {"git -C /etc/asterisk log": "c3\nc2\nc1"})
+    checks, guest = run_checks(monkeypatch, {"git --no-pager -C /etc/asterisk log": "c3\nc2\nc1"})
     assert checks.failed == []
     install = next(c for c in guest.commands if "apt-get install" in c)
     assert "--force-confold" in install and f"./{bt.UPGRADE_NAME}" in install
 
 
 @pytest.mark.parametrize(("after", "failed"), [
-    ({"git -C /etc/asterisk log": "c9"}, "/etc/asterisk history kept by the update"),
+    ({"git --no-pager -C /etc/asterisk log": "c9"}, "/etc/asterisk history kept by the update"),
     ({"sha256sum": "def  /etc/synch/appsettings.json\n600:asterisk"},
      "settings, owner and mode kept by the update"),
     ({"sha256sum": "abc  /etc/synch/appsettings.json\n644:root"},
      "settings, owner and mode kept by the update"),
-    ({"dpkg-query": "0.1.0-1"}, "package version after the update"),
+    ({"${Version}": "0.1.0-1"}, "package version after the update"),
+    # apt removed synch-appliance (it depended on the exact version of synch)
+    ({"synch-appliance": "deinstall ok config-files"},
+     "synch-appliance kept by the update of synch alone"),
 ])
 def test_update_that_loses_something_fails(
     monkeypatch: pytest.MonkeyPatch, after: dict[str, str], failed: str
