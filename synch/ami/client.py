@@ -191,18 +191,17 @@ class AmiClient:
 
     def _reap(self) -> None:
         assert self.idle_close is not None
-        idle = time.monotonic() - self._last_used
-        if idle < self.idle_close or not self._lock.acquire(blocking=False):
-            # Used since (or in use now): look again when it will have been idle long enough.
-            wait = max(self.idle_close - idle, 0.05)
-            self._reaper = gevent.spawn_later(wait, self._reap)
-            return
-        try:
-            session, self._session = self._session, None
-            self._drop(session)
-        finally:
-            self._lock.release()
         self._reaper = None
+        idle = time.monotonic() - self._last_used
+        if idle < self.idle_close:  # used since: look again when idle long enough
+            self._reaper = gevent.spawn_later(self.idle_close - idle, self._reap)
+        elif self._lock.acquire(blocking=False):
+            try:
+                session, self._session = self._session, None
+                self._drop(session)
+            finally:
+                self._lock.release()
+        # else a call is in progress: its end (`_used`) arms the reaper again
 
     # -- internals; the caller holds the lock and the deadline --------------------------
 
