@@ -21,7 +21,7 @@ Prints one `name=value` line per figure on stdout (progress and context on stder
   restore; the test run prints the same figures (about 3 minutes).
 - fleet_*: not run by default (`--only fleet`, about 4 minutes): bench/fleet.py with
   `--fleet-branches` branches (20) and short windows; the N=50/200/500 figures
-  come from `python -m bench.fleet --branches 50,200,500` (about 30 minutes).
+  come from `python -m bench.fleet` (README "Running many branches" says how, and how long).
 
     python -m bench                       # everything, about 4-5 minutes
     python -m bench --only dns --rounds 3 --dns-seconds 15

@@ -71,15 +71,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--senders", type=int, default=200)
     parser.add_argument("--window", type=float, default=40.0)
-    for name in ("--child", "--host", "--ami-port", "--sip-port", "--user", "--secret",
-                 "--sessions", "--probe-user"):  # fmt: skip
-        parser.add_argument(name, help=argparse.SUPPRESS, nargs="?" if name == "--child" else 1)
+    # The child's (the central's address and AMI login, how many sessions, the probe's user).
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    for name, kind in (("--host", str), ("--ami-port", int), ("--sip-port", int),
+                       ("--user", str), ("--secret", str), ("--sessions", int),
+                       ("--probe-user", str)):  # fmt: skip
+        parser.add_argument(name, type=kind, help=argparse.SUPPRESS)
     opts = parser.parse_args()
-    if "--child" in sys.argv:
-        for name in ("host", "user", "secret", "probe_user"):
-            setattr(opts, name, getattr(opts, name)[0])
-        for name in ("ami_port", "sip_port", "sessions"):
-            setattr(opts, name, int(getattr(opts, name)[0]))
+    if opts.child:
         return child(opts)
 
     from bench.fleet import CLK_TCK, PROBE_ENDPOINT, PROBE_USER, central_sites, cpu_ticks

@@ -182,7 +182,7 @@ class RecordingSync(SyncService):
 
 
 class Branch:
-    def __init__(self, index: int, settings: Settings, seed: int, keep_sessions: bool = False):
+    def __init__(self, index: int, settings: Settings, seed: int):
         self.index = index
         self.metrics = Metrics()
         ar = settings.amiremote
@@ -194,10 +194,9 @@ class Branch:
             )  # fmt: skip
 
         # As the daemon makes them (synch.daemon.Daemon): the probes' session stays open, the
-        # sync's closes SESSION_IDLE_CLOSE s after its last use (unless --keep-sessions).
-        idle = None if keep_sessions else SESSION_IDLE_CLOSE
+        # sync's closes SESSION_IDLE_CLOSE s after its last use (Fleet.sessions can hold it).
         self.probe_client = client(settings.probe_timeout)
-        self.sync_client = client(ar.timeout, idle)
+        self.sync_client = client(ar.timeout, SESSION_IDLE_CLOSE)
         self.branch = FakeBranch()
         self.probes = ProbeService(settings, self.probe_client, self.metrics, self.branch)
         job = make_sync_job(settings, self.sync_client, self.branch)  # type: ignore[arg-type]
@@ -245,9 +244,7 @@ class Fleet:
             config = json.loads(json.dumps(base))
             config["syncmanager"].update(filtervalue=f"^{site}$", localconfigspath=str(directory))
             settings = parse_settings(json.dumps(config), f"<branch {index}>")
-            self.branches.append(
-                Branch(index, settings, cmd["seed"], cmd.get("keep_sessions", False))
-            )
+            self.branches.append(Branch(index, settings, cmd["seed"]))
         return {"branches": len(self.branches), "seconds": time.monotonic() - started}
 
     def _spawn_spread(self, run: Any, spread: float) -> None:
