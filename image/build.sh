@@ -41,10 +41,12 @@ export ROOTFS_DIR
 chroot_umount "$ROOTFS_DIR" 2>/dev/null || true
 rm -rf --one-file-system "$work"
 mkdir -p "$ROOTFS_DIR"
-# The sub-stages before 02-synch (Asterisk from sid: ~8 min under emulation) do not depend on
-# synch: their result is cached as a layer over the base, keyed on the base and their files.
+# The sub-stages before 02-synch (Asterisk from sid: ~9.5 min under emulation) do not depend
+# on synch: their result is cached as a layer over the base, keyed on the base and their files.
+LAYER_SUBSTAGES='0[01]-*'
 layer_key="$( { echo "$base"; cat "$HERE/run-stage.sh" "$HERE/lib.sh" "$STAGE/prerun.sh";
-	cd "$STAGE" && find 0[01]-* -type f -print0 | sort -z | xargs -0 sha256sum; } |
+	# shellcheck disable=SC2086 # the glob is meant to expand
+	cd "$STAGE" && find $LAYER_SUBSTAGES -type f -print0 | sort -z | xargs -0 sha256sum; } |
 	sha256sum | cut -c1-12)"
 layer="$CACHE_DIR/layer-asterisk-$layer_key.tar"
 if [ -s "$layer" ]; then
@@ -53,14 +55,14 @@ if [ -s "$layer" ]; then
 else
 	progress "unpack base"
 	tar --numeric-owner --xattrs --acls -C "$ROOTFS_DIR" -xf "$base"
-	progress "stage: $STAGE (00, 01: the Asterisk layer)"
-	"$HERE/run-stage.sh" "$STAGE" "$ROOTFS_DIR" 00 01-~
+	progress "stage: $STAGE ($LAYER_SUBSTAGES: the Asterisk layer)"
+	"$HERE/run-stage.sh" "$STAGE" "$ROOTFS_DIR" --only "$LAYER_SUBSTAGES"
 	rm -f "$CACHE_DIR"/layer-asterisk-*.tar
 	tar --numeric-owner --xattrs --acls -C "$ROOTFS_DIR" -cf "$layer.part" . && mv "$layer.part" "$layer"
 	progress "cached the Asterisk layer: $layer"
 fi
-progress "stage: $STAGE (02 on)"
-"$HERE/run-stage.sh" "$STAGE" "$ROOTFS_DIR" 02
+progress "stage: $STAGE (the rest)"
+"$HERE/run-stage.sh" "$STAGE" "$ROOTFS_DIR" --skip "$LAYER_SUBSTAGES"
 # The build host's resolver was copied in for the package downloads; the device gets its own
 # from DHCP (as pi-gen's export-image resets it).
 printf '# set from DHCP at boot\n' >"$ROOTFS_DIR/etc/resolv.conf"

@@ -5,9 +5,9 @@
 # i-run-chroot.sh (fed to bash -e inside the root). SKIP files are honoured; patches are
 # not supported (the synch stage has none) and stop the run rather than being ignored.
 #
-# Usage: image/run-stage.sh STAGE_DIR ROOTFS_DIR [FIRST [LAST]]
-#   FIRST/LAST: run only the sub-stages whose names sort between them (image/build.sh caches
-#   the root filesystem after the sub-stages that do not install synch).
+# Usage: image/run-stage.sh STAGE_DIR ROOTFS_DIR [--only GLOB | --skip GLOB]
+#   only the sub-stages whose names match GLOB, or all but those (image/build.sh caches the
+#   root filesystem after the sub-stages that do not install synch).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=image/lib.sh
@@ -15,8 +15,12 @@ source "$HERE/lib.sh"
 
 STAGE_DIR="$(realpath "${1:?stage directory}")"
 ROOTFS_DIR="$(realpath "${2:?root filesystem}")"
-FIRST="${3:-}"
-LAST="${4:-}"
+SELECT="${3:-}"
+GLOB="${4:-*}"
+case "$SELECT" in
+"" | --only | --skip) ;;
+*) die "unknown option $SELECT (--only GLOB or --skip GLOB)" ;;
+esac
 # What pi-gen exports to stage scripts (those the synch stage or its neighbours read).
 export STAGE_DIR ROOTFS_DIR RELEASE
 export STAGE="$(basename "$STAGE_DIR")"
@@ -88,8 +92,11 @@ for sub in "$STAGE_DIR"/*/; do
 	sub="${sub%/}"
 	name="$(basename "$sub")"
 	[ "$name" != files ] || continue
-	[ -z "$FIRST" ] || [[ ! "$name" < "$FIRST" ]] || continue
-	[ -z "$LAST" ] || [[ ! "$name" > "$LAST" ]] || continue
+	# shellcheck disable=SC2053 # GLOB is a pattern
+	case "$SELECT" in
+	--only) [[ "$name" == $GLOB ]] || continue ;;
+	--skip) [[ "$name" != $GLOB ]] || continue ;;
+	esac
 	[ ! -f "$sub/SKIP" ] || continue
 	run_sub_stage "$sub"
 done
